@@ -35,6 +35,10 @@ def load_npz(path: str | Path, model: OnnxModel | None = None) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"data file not found: {path}")
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":
+            # np.load would take any other bytes for a pickle and say so, misleadingly.
+            raise InputError(f"{path}: not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)

@@ -1,0 +1,3 @@
+from inner_onnx.cli import main
+
+main()
