@@ -1,0 +1,271 @@
+"""Run a model in onnxruntime: class scores, and unit activations pooled to [N, C].
+
+Intermediate tensors are read by marking them as extra graph outputs of an
+in-memory copy of the model (as Polygraphy does). onnxruntime keeps every graph
+output a real tensor of the original graph: a fusion never swallows a node whose
+output is a graph output, and the NCHWc layout pass reorders such outputs back,
+so full optimization stays on (the tests compare against torch hooks).
+
+Inputs stream through in batches: memory is one batch of activations plus the
+[N, C] pooled results, whatever N.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from inner_onnx.data import check_layout
+from inner_onnx.errors import InputError
+from inner_onnx.model import OnnxModel, Unit
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICES = ("auto", "cpu", "cuda")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+ERROR_LOGS_ONLY = 3
+
+Progress = Callable[[int], None]
+
+
+class DeviceFallbackWarning(UserWarning):
+    """CUDA was asked for but this onnxruntime build cannot use it."""
+
+
+def select_providers(device: str = "auto") -> list[str]:
+    """onnxruntime providers for `device`: auto (CUDA when offered, else CPU), cpu or cuda."""
+    wanted = device.strip().lower()
+    if wanted not in DEVICES:
+        raise InputError(f"unknown device {device!r}: use one of {', '.join(DEVICES)}")
+    has_cuda = CUDA in ort.get_available_providers()
+    if wanted == "cpu" or (wanted == "auto" and not has_cuda):
+        return [CPU]
+    if not has_cuda:
+        warnings.warn(
+            "device cuda: this onnxruntime has no CUDAExecutionProvider "
+            "(install inner-onnx[gpu]); running on CPU",
+            DeviceFallbackWarning,
+            stacklevel=2,
+        )
+        return [CPU]
+    # CPU stays listed for the few ops the CUDA provider lacks.
+    return [CUDA, CPU]
+
+
+def session_options() -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # onnxruntime's warnings (unused initializers, layout notes) are noise to our users.
+    options.log_severity_level = ERROR_LOGS_ONLY
+    return options
+
+
+def _extra_outputs_suffix(proto: onnx.ModelProto, extra_outputs: Sequence[str]) -> bytes:
+    """Serialized `ModelProto` holding only the new graph outputs, to append to the model's bytes.
+
+    Concatenated protobuf messages parse as their merge (repeated fields append),
+    so the model gains outputs without a second in-memory copy of its weights.
+    Outputs stay untyped: onnxruntime infers their types.
+    """
+    graph = proto.graph
+    existing = {value.name for value in graph.output}
+    known = {value.name for value in graph.input} | {name for n in graph.node for name in n.output}
+    missing = [name for name in extra_outputs if name not in known]
+    if missing:
+        raise InputError(f"no tensor named {', '.join(map(repr, missing))} in the model graph")
+    new = [name for name in dict.fromkeys(extra_outputs) if name not in existing]
+    outputs = [onnx.ValueInfoProto(name=name) for name in new]
+    return onnx.ModelProto(graph=onnx.GraphProto(output=outputs)).SerializeToString()
+
+
+def _session(model_bytes: bytes, providers: list[str]) -> ort.InferenceSession:
+    return ort.InferenceSession(model_bytes, session_options(), providers=providers)
+
+
+def make_session(
+    proto: onnx.ModelProto, device: str = "auto", extra_outputs: Sequence[str] = ()
+) -> ort.InferenceSession:
+    """A session on a copy of `proto` with `extra_outputs` marked as graph outputs."""
+    suffix = _extra_outputs_suffix(proto, extra_outputs)
+    return _session(proto.SerializeToString() + suffix, select_providers(device))
+
+
+def pooled_axes(ndim: int, unit: Unit) -> tuple[int, ...]:
+    """Axes averaged away to get [N, C]: all but batch and the unit's channel axis.
+
+    Conv/ConvTranspose outputs have channels on axis 1; Gemm/MatMul outputs on the last axis.
+    """
+    if ndim < 2:
+        raise ValueError(f"activation of unit {unit.name!r} has rank {ndim}; need a batch axis")
+    if unit.op in ("Conv", "ConvTranspose"):
+        return tuple(range(2, ndim))
+    return tuple(range(1, ndim - 1))
+
+
+def _channel_axis(ndim: int, unit: Unit) -> int:
+    return 1 if unit.op in ("Conv", "ConvTranspose") else ndim - 1
+
+
+def _check_channels(shape: Sequence[int], unit: Unit) -> None:
+    channels = shape[_channel_axis(len(shape), unit)]
+    if channels != unit.neurons:
+        raise ValueError(
+            f"activation of unit {unit.name!r} has shape {list(shape)}: "
+            f"{channels} channels where the unit has {unit.neurons} neurons"
+        )
+
+
+def pool_activation(array: np.ndarray, unit: Unit) -> np.ndarray:
+    """[N, C] float32 mean of `unit`'s activation over every axis but batch and channel."""
+    axes = pooled_axes(array.ndim, unit)
+    _check_channels(array.shape, unit)
+    if not axes:
+        return np.asarray(array, dtype=np.float32)
+    return array.mean(axis=axes, dtype=np.float32)
+
+
+def pool_activation_torch(tensor: torch.Tensor, unit: Unit) -> torch.Tensor:
+    """Torch twin of `pool_activation` (same axes), differentiable; half types become float32."""
+    axes = pooled_axes(tensor.dim(), unit)
+    _check_channels(tuple(tensor.shape), unit)
+    if tensor.is_floating_point() and tensor.element_size() < 4:
+        tensor = tensor.float()
+    # An empty `dim` would mean "reduce everything" to torch.
+    return tensor.mean(dim=axes) if axes else tensor
+
+
+@dataclass
+class Capture:
+    """One pass over the inputs: class scores and pooled unit activations."""
+
+    scores: np.ndarray
+    pooled: dict[str, np.ndarray]
+
+
+class Runner:
+    """A model bound to a device, with one cached session per set of marked outputs.
+
+    Build one per model and reuse it: a session costs a graph optimization pass.
+    """
+
+    def __init__(self, model: OnnxModel, device: str = "auto"):
+        self.model = model
+        self.providers = select_providers(device)
+        self._model_bytes = model.proto.SerializeToString()
+        self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
+
+    def session(self, extra_outputs: Sequence[str] = ()) -> ort.InferenceSession:
+        key = tuple(sorted(set(extra_outputs)))
+        if key not in self._sessions:
+            suffix = _extra_outputs_suffix(self.model.proto, key)
+            self._sessions[key] = _session(self._model_bytes + suffix, self.providers)
+        return self._sessions[key]
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The input's batch size when the graph pins it (exported with batch 1, say)."""
+        return self.model.input.shape[0] if self.model.input.shape else None
+
+    def iter_outputs(
+        self, x: np.ndarray, names: Sequence[str], batch_size: int = 256
+    ) -> Iterator[tuple[slice, list[np.ndarray]]]:
+        """Yield (rows, outputs) per batch, outputs in the order of `names`.
+
+        A model with a fixed batch axis runs at that size, the last batch
+        zero-padded and the padding cut from the outputs.
+        """
+        spec = self.model.input
+        # The batch axis is ours to choose (padded below when the graph pins it).
+        check_layout(x.shape, dataclasses.replace(spec, shape=(None, *spec.shape[1:])), "input")
+        graph_outputs = {value.name for value in self.model.proto.graph.output}
+        session = self.session([name for name in names if name not in graph_outputs])
+        input_name, dtype = spec.name, spec.numpy_dtype
+        if batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        fixed = self.fixed_batch
+        size = fixed or batch_size
+        for start in range(0, len(x), size):
+            rows = slice(start, min(start + size, len(x)))
+            batch = np.ascontiguousarray(x[rows], dtype=dtype)
+            count = len(batch)
+            if fixed and count < fixed:
+                padding = np.zeros((fixed - count, *batch.shape[1:]), dtype=dtype)
+                batch = np.concatenate([batch, padding])
+            outputs = session.run(list(names), {input_name: batch})
+            yield rows, [output[:count] for output in outputs]
+
+    def capture(
+        self,
+        x: np.ndarray,
+        units: Sequence[Unit] | None = None,
+        batch_size: int = 256,
+        progress: Progress | None = None,
+    ) -> Capture:
+        """Scores and pooled activations of `units` (default: all) in one streaming pass.
+
+        `progress(advance)` is called after each batch with the number of samples done.
+        """
+        units = list(self.model.units if units is None else units)
+        output = self.model.output_name
+        names = list(dict.fromkeys([output, *(unit.activation for unit in units)]))
+        scores = np.empty((len(x), self.model.num_classes), dtype=np.float32)
+        pooled = {unit.name: np.empty((len(x), unit.neurons), np.float32) for unit in units}
+        for rows, outputs in self.iter_outputs(x, names, batch_size):
+            by_name = dict(zip(names, outputs))
+            scores[rows] = by_name[output]
+            for unit in units:
+                pooled[unit.name][rows] = pool_activation(by_name[unit.activation], unit)
+            if progress is not None:
+                progress(rows.stop - rows.start)
+        return Capture(scores, pooled)
+
+    def scores(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """[N, num_classes] model outputs, from the unmarked graph."""
+        scores = np.empty((len(x), self.model.num_classes), dtype=np.float32)
+        for rows, (batch_scores,) in self.iter_outputs(x, [self.model.output_name], batch_size):
+            scores[rows] = batch_scores
+        return scores
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        return self.scores(x, batch_size).argmax(axis=1)
+
+    def pooled(
+        self,
+        x: np.ndarray,
+        units: Sequence[Unit] | None = None,
+        batch_size: int = 256,
+        progress: Progress | None = None,
+    ) -> dict[str, np.ndarray]:
+        return self.capture(x, units, batch_size, progress).pooled
+
+
+def predict_scores(
+    model: OnnxModel, x: np.ndarray, batch_size: int = 256, device: str = "auto"
+) -> np.ndarray:
+    return Runner(model, device).scores(x, batch_size)
+
+
+def predict(
+    model: OnnxModel, x: np.ndarray, batch_size: int = 256, device: str = "auto"
+) -> np.ndarray:
+    return Runner(model, device).predict(x, batch_size)
+
+
+def capture_pooled(
+    model: OnnxModel,
+    x: np.ndarray,
+    units: Sequence[Unit] | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> dict[str, np.ndarray]:
+    return Runner(model, device).pooled(x, units, batch_size, progress)
