@@ -1,0 +1,25 @@
+"""A differentiable torch view of an ONNX graph that writes back exactly.
+
+view = TorchView(proto)              # one nn.Parameter per float initializer
+logits = view(x)                     # inference semantics
+view.parameter("conv1.weight")       # by ONNX name
+repaired = view.write_back()         # same graph, new initializer values
+"""
+
+from inner_onnx.torchview.registry import UnsupportedOpError
+from inner_onnx.torchview.view import (
+    TorchView,
+    check_supported,
+    parity_max_abs_diff,
+    supported_ops,
+    unsupported_nodes,
+)
+
+__all__ = [
+    "TorchView",
+    "UnsupportedOpError",
+    "check_supported",
+    "parity_max_abs_diff",
+    "supported_ops",
+    "unsupported_nodes",
+]

@@ -1,0 +1,290 @@
+"""TorchView: an ONNX graph as a differentiable torch module whose parameters are its initializers.
+
+The graph is compiled once into a list of steps (op function, input and output
+names, parsed attributes); `forward` walks the steps that the requested
+tensors need, in graph order, over a dict of named tensors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import torch
+
+from inner_onnx.errors import InputError
+from inner_onnx.model import FLOAT_TYPES, graph_inputs, node_names
+from inner_onnx.torchview import ops_math, ops_nn, ops_resize, ops_tensor  # noqa: F401 (registers)
+from inner_onnx.torchview.registry import ONNX_DOMAINS, UnsupportedOpError, lookup
+from inner_onnx.torchview.tensors import tensor_from_proto
+from inner_onnx.torchview.writeback import store_if_changed
+
+
+def onnx_opset(proto: onnx.ModelProto) -> int:
+    for entry in proto.opset_import:
+        if entry.domain in ONNX_DOMAINS:
+            return entry.version
+    return 1
+
+
+def unsupported_nodes(proto: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(op_type, node name) of every node whose op the view cannot run at the model's opset."""
+    opset = onnx_opset(proto)
+    return [
+        (node.op_type, name)
+        for name, node in zip(node_names(proto.graph), proto.graph.node)
+        if node.domain not in ONNX_DOMAINS or lookup(node.op_type, opset) is None
+    ]
+
+
+def check_supported(proto: onnx.ModelProto) -> None:
+    """Raise InputError naming every unsupported op type (with one node of each) on one line."""
+    nodes: dict[str, list[str]] = {}
+    for op_type, name in unsupported_nodes(proto):
+        nodes.setdefault(op_type, []).append(name)
+    if nodes:
+        described = ", ".join(
+            f"{op_type} (node {names[0]}{f' and {len(names) - 1} more' if len(names) > 1 else ''})"
+            for op_type, names in nodes.items()
+        )
+        raise UnsupportedOpError(f"unsupported ops: {described}")
+
+
+def _attribute_value(attribute: onnx.AttributeProto):
+    kind = onnx.AttributeProto
+    if attribute.type == kind.FLOAT:
+        return attribute.f
+    if attribute.type == kind.INT:
+        return attribute.i
+    if attribute.type == kind.STRING:
+        return attribute.s.decode()
+    if attribute.type == kind.TENSOR:
+        return tensor_from_proto(attribute.t)
+    if attribute.type == kind.FLOATS:
+        return list(attribute.floats)
+    if attribute.type == kind.INTS:
+        return list(attribute.ints)
+    if attribute.type == kind.STRINGS:
+        return [s.decode() for s in attribute.strings]
+    kind_name = kind.AttributeType.Name(attribute.type)
+    raise UnsupportedOpError(f"attribute {attribute.name} of type {kind_name} is not supported")
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One node, ready to run: inputs '' (omitted) are passed as None."""
+
+    name: str
+    op_type: str
+    function: Callable
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attributes: dict
+
+    def run(self, env: dict[str, torch.Tensor]) -> None:
+        args = [env[name] if name else None for name in self.inputs]
+        try:
+            result = self.function(*args, **self.attributes)
+        except UnsupportedOpError as exc:
+            raise UnsupportedOpError(f"node {self.name} ({self.op_type}): {exc}") from None
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+            raise RuntimeError(f"node {self.name} ({self.op_type}): {exc}") from exc
+        if isinstance(result, tuple):
+            if len(result) < len(self.outputs):
+                raise UnsupportedOpError(
+                    f"node {self.name} ({self.op_type}): only {len(result)} of its "
+                    f"{len(self.outputs)} outputs are supported"
+                )
+            for name, value in zip(self.outputs, result):
+                if name:
+                    env[name] = value
+        else:
+            env[self.outputs[0]] = result
+
+
+def _compile_node(node: onnx.NodeProto, name: str, opset: int) -> _Step:
+    version = lookup(node.op_type, opset)
+    if version is None:  # check_supported ran first; kept for direct callers
+        raise UnsupportedOpError(f"unsupported ops: {node.op_type} (node {name})")
+    attributes = {}
+    for attribute in node.attribute:
+        if attribute.name not in version.attributes:
+            raise UnsupportedOpError(
+                f"node {name} ({node.op_type}): attribute {attribute.name!r} is not supported"
+            )
+        try:
+            attributes[attribute.name] = _attribute_value(attribute)
+        except UnsupportedOpError as exc:
+            raise UnsupportedOpError(f"node {name} ({node.op_type}): {exc}") from None
+    outputs = list(node.output)
+    while outputs and not outputs[-1]:
+        outputs.pop()
+    if version.wants_output_count:
+        attributes["output_count"] = len(outputs)
+    return _Step(
+        name, node.op_type, version.function, tuple(node.input), tuple(outputs), attributes
+    )
+
+
+def _attribute_name(onnx_name: str, taken: set[str]) -> str:
+    """A valid, unique nn.Module attribute name for an ONNX tensor name."""
+    base = "t_" + re.sub(r"\W", "_", onnx_name)
+    name, suffix = base, 1
+    while name in taken:
+        suffix += 1
+        name = f"{base}_{suffix}"
+    taken.add(name)
+    return name
+
+
+class TorchView(torch.nn.Module):
+    """A differentiable torch view of an ONNX graph with one nn.Parameter per float initializer.
+
+    Runs inference semantics (BatchNormalization on running statistics, Dropout
+    off). `write_back()` returns the original model with the current parameter
+    values in its initializers and nothing else changed.
+    """
+
+    def __init__(self, proto: onnx.ModelProto, outputs: Sequence[str] | None = None):
+        super().__init__()
+        check_supported(proto)
+        self._proto = onnx.ModelProto()
+        self._proto.CopyFrom(proto)
+        graph = self._proto.graph
+        opset = onnx_opset(self._proto)
+        initializers = {init.name: init for init in graph.initializer}
+        taken: set[str] = set()
+        self._parameter_keys: dict[str, str] = {}
+        self._buffer_keys: dict[str, str] = {}
+        for init in graph.initializer:
+            value = tensor_from_proto(init)
+            key = _attribute_name(init.name, taken)
+            if init.data_type in FLOAT_TYPES:
+                self.register_parameter(key, torch.nn.Parameter(value))
+                self._parameter_keys[init.name] = key
+            else:
+                self.register_buffer(key, value)
+                self._buffer_keys[init.name] = key
+        self.input_names = [value.name for value in graph_inputs(graph, initializers)]
+        self._steps: list[_Step] = []
+        available = set(initializers) | set(self.input_names) | {""}
+        for name, node in zip(node_names(graph), graph.node):
+            missing = [i for i in node.input if i not in available]
+            if missing:
+                raise InputError(
+                    f"node {name} reads {missing[0]!r} before any node produces it "
+                    "(graph not in topological order)"
+                )
+            step = _compile_node(node, name, opset)
+            if node.op_type == "Constant":
+                key = _attribute_name(node.output[0], taken)
+                self.register_buffer(key, step.function(**step.attributes))
+                self._buffer_keys[node.output[0]] = key
+            else:
+                self._steps.append(step)
+            available.update(node.output)
+        self.output_names = list(outputs) if outputs is not None else [o.name for o in graph.output]
+        self._known = available - {""}
+        self._check_names(self.output_names, "output")
+        self._plans: dict[tuple[str, ...], list[_Step]] = {}
+
+    def _check_names(self, names: Sequence[str], what: str) -> None:
+        unknown = [name for name in names if name not in self._known]
+        if unknown:
+            raise InputError(f"no tensor named {unknown[0]!r} in the graph (requested as {what})")
+
+    def _plan(self, capture: tuple[str, ...]) -> list[_Step]:
+        """The steps the outputs and `capture` need, in graph order (the rest is skipped)."""
+        plan = self._plans.get(capture)
+        if plan is None:
+            self._check_names(capture, "capture")
+            needed = set(self.output_names) | set(capture)
+            plan = []
+            for step in reversed(self._steps):
+                if needed.intersection(step.outputs):
+                    plan.append(step)
+                    needed.update(step.inputs)
+            plan.reverse()
+            self._plans[capture] = plan
+        return plan
+
+    def parameter(self, onnx_name: str) -> torch.nn.Parameter:
+        key = self._parameter_keys.get(onnx_name)
+        if key is None:
+            raise InputError(f"no float initializer named {onnx_name!r}")
+        return self._parameters[key]
+
+    def onnx_parameters(self) -> Iterator[tuple[str, torch.nn.Parameter]]:
+        for onnx_name, key in self._parameter_keys.items():
+            yield onnx_name, self._parameters[key]
+
+    def forward(
+        self,
+        *inputs: torch.Tensor,
+        capture: Sequence[str] = (),
+        overrides: Mapping[str, torch.Tensor] | None = None,
+    ):
+        if len(inputs) != len(self.input_names):
+            raise InputError(
+                f"the graph takes {len(self.input_names)} inputs "
+                f"({', '.join(self.input_names)}), got {len(inputs)}"
+            )
+        capture = tuple(capture)
+        plan = self._plan(capture)
+        env: dict[str, torch.Tensor] = {
+            name: self._parameters[key] for name, key in self._parameter_keys.items()
+        }
+        for name, key in self._buffer_keys.items():
+            env[name] = self._buffers[key]
+        if overrides:
+            unknown = [name for name in overrides if name not in self._parameter_keys]
+            if unknown:
+                raise InputError(f"override {unknown[0]!r} is not a float initializer")
+            env.update(overrides)
+        for name, value in zip(self.input_names, inputs):
+            env[name] = torch.as_tensor(value)
+        for step in plan:
+            step.run(env)
+        results = tuple(env[name] for name in self.output_names)
+        result = results[0] if len(results) == 1 else results
+        if capture:
+            return result, {name: env[name] for name in capture}
+        return result
+
+    def write_back(self) -> onnx.ModelProto:
+        """The original model with the current parameter values; untouched tensors stay as read."""
+        model = onnx.ModelProto()
+        model.CopyFrom(self._proto)
+        for tensor in model.graph.initializer:
+            key = self._parameter_keys.get(tensor.name)
+            if key is not None:
+                value = self._parameters[key].detach().cpu().numpy()
+                store_if_changed(tensor, value)
+        return model
+
+
+def parity_max_abs_diff(proto: onnx.ModelProto, x: np.ndarray) -> float:
+    """Largest |view - onnxruntime| over all graph outputs on the batch `x` (CPU provider)."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(
+        proto.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    expected = session.run(None, {session.get_inputs()[0].name: x})
+    view = TorchView(proto)
+    with torch.no_grad():
+        got = view(torch.from_numpy(x))
+    got = got if isinstance(got, tuple) else (got,)
+    return max(
+        float(np.max(np.abs(g.numpy().astype(np.float64) - e.astype(np.float64)), initial=0.0))
+        for g, e in zip(got, expected)
+    )
+
+
+def supported_ops() -> list[str]:
+    from inner_onnx.torchview.registry import registered_ops
+
+    return registered_ops()
