@@ -10,7 +10,8 @@ measured here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -18,6 +19,20 @@ import torch.nn.functional as F
 
 # Channels whose spread is below this (dead Relu channels, constants) are only centred.
 MIN_STD = 1e-8
+# Below this many feature values a fit is a few hundred tiny matmuls, which extra
+# intra-op threads only slow down (10x and more on a busy machine).
+SMALL_PROBLEM = 1 << 22
+
+
+@contextmanager
+def _one_thread_if(small: bool) -> Iterator[None]:
+    threads = torch.get_num_threads()
+    if small:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class LinearProbe:
@@ -60,7 +75,8 @@ class LinearProbe:
             loss.backward()
             return loss
 
-        optimizer.step(closure)
+        with _one_thread_if(z.numel() < SMALL_PROBLEM):
+            optimizer.step(closure)
         self.weight, self.bias = weight.detach(), bias.detach()
         return self
 

@@ -1,10 +1,14 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from inner_onnx.data import load_npz
 from inner_onnx.errors import InputError
+from inner_onnx.model import OnnxModel
 from inner_onnx.probes import ProbeSet
+from inner_onnx.runtime import Runner
 from inner_onnx.selection import EPSILON, cross_entropy, layer_scores, select_layers
 
 CLASSES = 4
@@ -88,3 +92,23 @@ def test_select_layers_order_and_ties() -> None:
     assert select_layers(scores, top=10) == ["a", "b", "c", "d"]
     with pytest.raises(InputError, match="at least 1"):
         select_layers(scores, top=0)
+
+
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "torch_badnets"
+
+
+@pytest.mark.skipif(not (SAMPLE / "model.onnx").is_file(), reason="sample model not built")
+def test_bundled_backdoor_sample_probes_and_scores() -> None:
+    model = OnnxModel.load(SAMPLE / "model.onnx")
+    clean = load_npz(SAMPLE / "clean.npz", model)
+    bad = load_npz(SAMPLE / "bad.npz", model)
+    runner = Runner(model, "cpu")
+    clean_capture, bad_capture = runner.capture(clean.x), runner.capture(bad.x)
+    probes = ProbeSet().fit(clean_capture.pooled, clean.y, model.num_classes)
+    names = [unit.name for unit in model.units]
+    assert probes.accuracy[names[0]] < probes.accuracy[names[-2]]
+    correct = clean_capture.scores.argmax(axis=1) == clean.y
+    scores = layer_scores(probes, clean_capture.pooled, correct, bad_capture.pooled, clean.y, bad.y)
+    assert list(scores) == names and all(np.isfinite(list(scores.values())))
+    # A patch trigger is not yet a class at the first layer: the route is decided deeper.
+    assert select_layers(scores, top=1) != [names[0]]
