@@ -1,9 +1,9 @@
 """Linear probes: what class each unit's pooled activation already tells apart (INNER step 1).
 
 A probe is multinomial logistic regression on standardized features, fitted in
-torch by full-batch L-BFGS from zero weights. The objective is strictly convex
-(L2 on the weights), so the fit has no randomness to seed: the same data gives
-the same probe. `torch_logits` applies the very same tensors to torch
+torch by full-batch L-BFGS from zero weights. The objective is convex and the
+start fixed, so the fit has no randomness to seed: the same data (on the same
+thread count) gives the same probe. `torch_logits` applies the very same tensors to torch
 activations, so routing and repair backpropagate through the probe that was
 measured here.
 """
