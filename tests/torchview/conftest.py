@@ -1,0 +1,191 @@
+"""Models for the torch view tests: PyTorch exports (both exporters) and Keras-style graphs."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+
+class SmallCNN(torch.nn.Module):
+    """Conv, unfoldable BatchNorm (after ReLU), depthwise conv, Dropout, adaptive pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 8, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.BatchNorm2d(8),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(8, 8, 3, groups=8),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(0.3),
+            torch.nn.AdaptiveAvgPool2d(3),
+        )
+        self.classifier = torch.nn.Sequential(
+            torch.nn.Flatten(),
+            torch.nn.Linear(72, 32),
+            torch.nn.BatchNorm1d(32),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(0.5),
+            torch.nn.Linear(32, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def trained_looking_cnn() -> SmallCNN:
+    torch.manual_seed(0)
+    net = SmallCNN()
+    # Non-trivial running statistics, so BatchNorm really does something.
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    # Logits of a trained classifier's magnitude, so a 1e-4 parity bound means something.
+    net.classifier[-1].weight.data *= 20
+    return net.eval()
+
+
+def export_torchscript(
+    net: torch.nn.Module, example: torch.Tensor, opset: int | None = None
+) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def export_dynamo(net: torch.nn.Module, example: torch.Tensor) -> onnx.ModelProto:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            net,
+            (example,),
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            verbose=False,
+        )
+    return program.model_proto
+
+
+def _init(rng: np.random.Generator, name: str, shape, scale: float = 0.3) -> TensorProto:
+    return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def keras_style_cnn(seed: int = 0) -> onnx.ModelProto:
+    """The shape of a tf2onnx export of a small Keras CNN.
+
+    NHWC input and a Transpose to NCHW, batch norm folded into Mul/Add, the
+    flatten as Shape -> Gather -> Unsqueeze -> Concat -> Reshape, dense layers
+    as MatMul + Add, and a final Softmax.
+    """
+    rng = np.random.default_rng(seed)
+    conv_w, conv_b = "sequential/conv2d/Conv2D/ReadVariableOp:0", "sequential/conv2d/BiasAdd:0"
+    dense_w, dense_b = "sequential/dense/MatMul/ReadVariableOp:0", "sequential/dense/BiasAdd:0"
+    out_w, out_b = "sequential/dense_1/MatMul/ReadVariableOp:0", "sequential/dense_1/BiasAdd:0"
+    initializers = [
+        _init(rng, conv_w, (6, 1, 3, 3)),
+        _init(rng, conv_b, (6,), 0.1),
+        numpy_helper.from_array(
+            rng.uniform(0.5, 1.5, (1, 6, 1, 1)).astype(np.float32), "sequential/bn/mul:0"
+        ),
+        _init(rng, "sequential/bn/add:0", (1, 6, 1, 1), 0.1),
+        numpy_helper.from_array(np.array(0, dtype=np.int64), "const_zero"),
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "const_axes_0"),
+        numpy_helper.from_array(np.array([-1], dtype=np.int64), "const_minus_one"),
+        _init(rng, dense_w, (6 * 13 * 13, 16), 0.05),
+        _init(rng, dense_b, (16,), 0.1),
+        _init(rng, out_w, (16, 10), 1.0),
+        _init(rng, out_b, (10,), 0.1),
+    ]
+    node = helper.make_node
+    nodes = [
+        node("Transpose", ["input_1"], ["nchw"], perm=[0, 3, 1, 2], name="tr_in"),
+        node("Conv", ["nchw", conv_w, conv_b], ["conv"], name="conv2d", kernel_shape=[3, 3]),
+        node("Mul", ["conv", "sequential/bn/mul:0"], ["bn_mul"], name="bn_mul"),
+        node("Add", ["bn_mul", "sequential/bn/add:0"], ["bn_add"], name="bn_add"),
+        node("Relu", ["bn_add"], ["relu"], name="conv2d/Relu"),
+        node("MaxPool", ["relu"], ["pool"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+        node("Transpose", ["pool"], ["nhwc"], perm=[0, 2, 3, 1], name="tr_out"),
+        node("Shape", ["nhwc"], ["shape"], name="flatten/Shape"),
+        node("Gather", ["shape", "const_zero"], ["batch"], axis=0, name="flatten/Gather"),
+        node("Unsqueeze", ["batch", "const_axes_0"], ["batch1"], name="flatten/Unsqueeze"),
+        node("Concat", ["batch1", "const_minus_one"], ["flat_shape"], axis=0, name="flatten/c"),
+        node("Reshape", ["nhwc", "flat_shape"], ["flat"], name="flatten/Reshape"),
+        node("MatMul", ["flat", dense_w], ["d1"], name="dense/MatMul"),
+        node("Add", ["d1", dense_b], ["d1b"], name="dense/BiasAdd"),
+        node("Relu", ["d1b"], ["d1r"], name="dense/Relu"),
+        node("MatMul", ["d1r", out_w], ["d2"], name="dense_1/MatMul"),
+        node("Add", ["d2", out_b], ["d2b"], name="dense_1/BiasAdd"),
+        node("Softmax", ["d2b"], ["probabilities"], axis=-1, name="dense_1/Softmax"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "keras_style",
+        [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, ["N", 28, 28, 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 10])],
+        initializers,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="tf2onnx"
+    )
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.fixture(scope="session")
+def cnn() -> SmallCNN:
+    return trained_looking_cnn()
+
+
+@pytest.fixture(scope="session")
+def torchscript_cnn(cnn: SmallCNN) -> onnx.ModelProto:
+    return export_torchscript(cnn, torch.randn(2, 1, 28, 28))
+
+
+@pytest.fixture(scope="session")
+def torchscript_cnn_opset11(cnn: SmallCNN) -> onnx.ModelProto:
+    return export_torchscript(cnn, torch.randn(2, 1, 28, 28), opset=11)
+
+
+@pytest.fixture(scope="session")
+def dynamo_cnn(cnn: SmallCNN) -> onnx.ModelProto:
+    return export_dynamo(cnn, torch.randn(2, 1, 28, 28))
+
+
+@pytest.fixture(scope="session")
+def keras_cnn() -> onnx.ModelProto:
+    return keras_style_cnn()
+
+
+@pytest.fixture(params=["torchscript_cnn", "torchscript_cnn_opset11", "dynamo_cnn", "keras_cnn"])
+def any_model(request) -> onnx.ModelProto:
+    return request.getfixturevalue(request.param)
+
+
+def batch_for(model: onnx.ModelProto, size: int = 16, seed: int = 1) -> np.ndarray:
+    """A random float32 batch for the model's single input (symbolic dims become `size`)."""
+    initializer_names = {init.name for init in model.graph.initializer}
+    value = next(vi for vi in model.graph.input if vi.name not in initializer_names)
+    dims = value.type.tensor_type.shape.dim
+    shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else size for d in dims]
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)

@@ -1,0 +1,375 @@
+"""TorchView against onnxruntime and PyTorch: parity, gradients, capture, overrides, write-back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from conftest import batch_for
+from onnx import TensorProto, helper, numpy_helper
+
+from inner_onnx.errors import InputError
+from inner_onnx.model import find_units
+from inner_onnx.torchview import (
+    TorchView,
+    UnsupportedOpError,
+    check_supported,
+    parity_max_abs_diff,
+    supported_ops,
+    unsupported_nodes,
+)
+
+SAMPLES = sorted((Path(__file__).resolve().parents[2] / "samples").glob("**/*.onnx"))
+REQUIRED_OPS = [
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Neg",
+    "Abs",
+    "Erf",
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Elu",
+    "Selu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Softmax",
+    "LogSoftmax",
+    "Clip",
+    "Min",
+    "Max",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Concat",
+    "Split",
+    "Slice",
+    "Gather",
+    "GatherND",
+    "GatherElements",
+    "Shape",
+    "Cast",
+    "Constant",
+    "ConstantOfShape",
+    "Identity",
+    "Dropout",
+    "Pad",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceSum",
+    "Resize",
+    "Expand",
+    "Tile",
+    "Range",
+    "Where",
+    "Equal",
+    "Less",
+    "Greater",
+    "Not",
+    "ArgMax",
+    "Einsum",
+]
+
+
+def _units(model: onnx.ModelProto):
+    return find_units(model.graph, {init.name: init for init in model.graph.initializer})
+
+
+def _onnxruntime(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    return session.run(None, {session.get_inputs()[0].name: x})
+
+
+def test_required_ops_are_supported() -> None:
+    assert set(REQUIRED_OPS) <= set(supported_ops())
+
+
+def test_parity_with_onnxruntime(any_model: onnx.ModelProto) -> None:
+    assert parity_max_abs_diff(any_model, batch_for(any_model)) <= 1e-4
+
+
+def test_exports_reproduce_the_pytorch_module(cnn, torchscript_cnn, dynamo_cnn) -> None:
+    x = torch.from_numpy(batch_for(torchscript_cnn))
+    expected = cnn(x).detach()
+    assert expected.abs().max() > 1.0  # logits of a meaningful size
+    for model in (torchscript_cnn, dynamo_cnn):
+        torch.testing.assert_close(TorchView(model)(x).detach(), expected, atol=1e-4, rtol=0)
+
+
+def test_exports_contain_the_layers_under_test(torchscript_cnn, dynamo_cnn, keras_cnn) -> None:
+    for model in (torchscript_cnn, dynamo_cnn):
+        ops = {node.op_type for node in model.graph.node}
+        assert {"BatchNormalization", "Conv", "Gemm", "AveragePool"} <= ops
+        assert any(
+            attribute.name == "group" and attribute.i == 8
+            for node in model.graph.node
+            for attribute in node.attribute
+        )
+    keras_ops = [node.op_type for node in keras_cnn.graph.node]
+    assert keras_ops[0] == "Transpose" and keras_ops[-1] == "Softmax"
+
+
+@pytest.mark.parametrize("path", SAMPLES or [None], ids=lambda p: p.name if p else "none")
+def test_bundled_samples_match_onnxruntime(path: Path | None) -> None:
+    if path is None:
+        pytest.skip("no samples/**/*.onnx yet")
+    model = onnx.load(str(path))
+    assert parity_max_abs_diff(model, batch_for(model, size=8)) <= 1e-4
+
+
+def test_gradients_reach_every_unit_initializer(any_model: onnx.ModelProto) -> None:
+    units = _units(any_model)
+    assert len(units) >= 3
+    view = TorchView(any_model)
+    logits = view(torch.from_numpy(batch_for(any_model)))
+    (logits**2).sum().backward()
+    for unit in units:
+        for name in (unit.weight, unit.bias):
+            assert name is not None
+            grad = view.parameter(name).grad
+            assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_parameters_are_addressed_by_onnx_name_in_initializer_order(keras_cnn) -> None:
+    view = TorchView(keras_cnn)
+    names = [name for name, _ in view.onnx_parameters()]
+    float_initializers = [
+        init.name for init in keras_cnn.graph.initializer if init.data_type == TensorProto.FLOAT
+    ]
+    assert names == float_initializers
+    assert "sequential/conv2d/Conv2D/ReadVariableOp:0" in names  # '/' and ':' in the name
+    assert len(list(view.parameters())) == len(names)
+    with pytest.raises(InputError):
+        view.parameter("const_zero")  # an int64 initializer is a buffer
+
+
+def test_untouched_view_writes_back_a_byte_identical_model(any_model: onnx.ModelProto) -> None:
+    view = TorchView(any_model)
+    view(torch.from_numpy(batch_for(any_model))).sum().backward()
+    assert view.write_back().SerializeToString() == any_model.SerializeToString()
+
+
+def test_changing_one_neuron_changes_exactly_that_slice(any_model: onnx.ModelProto) -> None:
+    unit = next(u for u in _units(any_model) if u.op == "Conv")
+    view = TorchView(any_model)
+    with torch.no_grad():
+        view.parameter(unit.weight).select(unit.neuron_axis, 2).add_(0.25)
+    written = view.write_back()
+
+    before = {init.name: numpy_helper.to_array(init) for init in any_model.graph.initializer}
+    after = {init.name: numpy_helper.to_array(init) for init in written.graph.initializer}
+    assert list(after) == list(before)
+    changed = [name for name in before if not np.array_equal(before[name], after[name])]
+    assert changed == [unit.weight]
+    delta = after[unit.weight] - before[unit.weight]
+    np.testing.assert_allclose(np.take(delta, 2, axis=unit.neuron_axis), 0.25, rtol=1e-5)
+    assert np.count_nonzero(delta) == np.take(delta, 2, axis=unit.neuron_axis).size
+
+    # Nothing but that tensor's bytes differs.
+    def without_initializers(model: onnx.ModelProto) -> bytes:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        del copy.graph.initializer[:]
+        return copy.SerializeToString()
+
+    assert without_initializers(written) == without_initializers(any_model)
+    x = batch_for(any_model)
+    with torch.no_grad():
+        view_logits = view(torch.from_numpy(x)).numpy()
+    assert np.abs(_onnxruntime(written, x)[0] - view_logits).max() <= 1e-4
+    assert np.abs(_onnxruntime(any_model, x)[0] - view_logits).max() > 1e-4
+
+
+def _mixed_storage_model() -> onnx.ModelProto:
+    """float32 typed and raw, float64 typed, float16 typed and raw initializers."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((3, 4)).astype(np.float32)
+    d = rng.standard_normal(4)
+    h = rng.standard_normal(4).astype(np.float16)
+    initializers = [
+        helper.make_tensor("w_typed", TensorProto.FLOAT, w.shape, w.ravel().tolist()),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b_raw"),
+        helper.make_tensor("d_typed", TensorProto.DOUBLE, d.shape, d.tolist()),
+        helper.make_tensor("h_typed", TensorProto.FLOAT16, h.shape, h.tolist()),
+        numpy_helper.from_array(h[::-1].copy(), "h_raw"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w_typed"], ["m"]),
+        helper.make_node("Add", ["m", "b_raw"], ["a"]),
+        helper.make_node("Cast", ["a"], ["a64"], to=TensorProto.DOUBLE),
+        helper.make_node("Mul", ["a64", "d_typed"], ["p"]),
+        helper.make_node("Cast", ["p"], ["p16"], to=TensorProto.FLOAT16),
+        helper.make_node("Add", ["p16", "h_typed"], ["q"]),
+        helper.make_node("Add", ["q", "h_raw"], ["r"]),
+        helper.make_node("Cast", ["r"], ["y"], to=TensorProto.FLOAT),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_write_back_keeps_storage_field_and_dtype() -> None:
+    model = _mixed_storage_model()
+    assert not model.graph.initializer[0].HasField("raw_data")
+    assert len(model.graph.initializer[3].int32_data) == 4  # float16 bit patterns
+    view = TorchView(model)
+    assert view.parameter("d_typed").dtype == torch.float64
+    assert view.parameter("h_typed").dtype == torch.float16
+    with torch.no_grad():
+        for _, parameter in view.onnx_parameters():
+            parameter.add_(1)
+    written = view.write_back()
+    for original, new in zip(model.graph.initializer, written.graph.initializer):
+        assert (new.name, new.data_type, list(new.dims)) == (
+            original.name,
+            original.data_type,
+            list(original.dims),
+        )
+        assert new.HasField("raw_data") == original.HasField("raw_data"), new.name
+        for field in ("float_data", "double_data", "int32_data"):
+            assert len(getattr(new, field)) == len(getattr(original, field)), (new.name, field)
+        np.testing.assert_array_equal(
+            numpy_helper.to_array(new),
+            numpy_helper.to_array(original) + numpy_helper.to_array(original).dtype.type(1),
+        )
+    onnx.checker.check_model(written, full_check=True)
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = view(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(_onnxruntime(written, x)[0], expected, atol=1e-2)
+
+
+def test_capture_returns_unit_outputs_as_onnxruntime_computes_them(torchscript_cnn) -> None:
+    units = _units(torchscript_cnn)
+    names = [unit.activation for unit in units]
+    marked = onnx.ModelProto()
+    marked.CopyFrom(torchscript_cnn)
+    marked.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
+    x = batch_for(torchscript_cnn)
+    expected = _onnxruntime(marked, x)
+    view = TorchView(torchscript_cnn)
+    with torch.no_grad():
+        logits, captured = view(torch.from_numpy(x), capture=names)
+    assert list(captured) == names
+    np.testing.assert_allclose(logits.numpy(), expected[0], atol=1e-4)
+    for name, reference in zip(names, expected[1:]):
+        np.testing.assert_allclose(captured[name].numpy(), reference, atol=1e-4)
+
+
+def test_overrides_apply_to_one_call_and_carry_gradients(torchscript_cnn) -> None:
+    unit = _units(torchscript_cnn)[0]
+    view = TorchView(torchscript_cnn)
+    x = torch.from_numpy(batch_for(torchscript_cnn))
+    weight = view.parameter(unit.weight)
+    gates = torch.ones(weight.shape[0], requires_grad=True)
+    gated = gates.reshape(-1, 1, 1, 1) * weight
+    _, captured = view(x, capture=[unit.output], overrides={unit.weight: gated})
+    captured[unit.output].square().sum().backward()
+    assert gates.grad is not None and gates.grad.abs().min() > 0
+
+    with torch.no_grad():
+        baseline = view(x)
+        _, closed = view(x, capture=[unit.output], overrides={unit.weight: weight * 0})
+        bias = view.parameter(unit.bias).reshape(1, -1, 1, 1)
+        torch.testing.assert_close(closed[unit.output], bias.expand_as(closed[unit.output]))
+        torch.testing.assert_close(view(x), baseline)  # the override lasted one call
+    with pytest.raises(InputError, match="not a float initializer"):
+        view(x, overrides={"no such tensor": weight})
+
+
+def _relu_then_bad_reshape() -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Reshape", ["r", "bad_shape"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "early",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([7, -1], dtype=np.int64), "bad_shape")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+def test_stops_once_the_requested_tensors_are_computed() -> None:
+    model = _relu_then_bad_reshape()
+    x = -torch.arange(6.0).reshape(2, 3) + 2
+    with pytest.raises(RuntimeError, match="Reshape"):
+        TorchView(model)(x)
+    torch.testing.assert_close(TorchView(model, outputs=["r"])(x), torch.relu(x))
+    with pytest.raises(InputError, match="no tensor named"):
+        TorchView(model, outputs=["missing"])
+
+
+def _graph_with(nodes: list[onnx.NodeProto]) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 5])],
+        [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_check_supported_names_every_unsupported_op_on_one_line() -> None:
+    model = _graph_with(
+        [
+            helper.make_node("Relu", ["x"], ["r"], name="relu_0"),
+            helper.make_node("NonMaxSuppression", ["r", "r"], ["n"], name="nms_1"),
+            helper.make_node("TopK", ["r", "k"], ["t", "i"], name="topk_3"),
+            helper.make_node("TopK", ["t", "k"], ["u", "j"], name="topk_4"),
+        ]
+    )
+    assert unsupported_nodes(model) == [
+        ("NonMaxSuppression", "nms_1"),
+        ("TopK", "topk_3"),
+        ("TopK", "topk_4"),
+    ]
+    expected = "unsupported ops: NonMaxSuppression (node nms_1), TopK (node topk_3 and 1 more)"
+    for attempt in (check_supported, TorchView):
+        with pytest.raises(InputError) as caught:
+            attempt(model)
+        assert str(caught.value) == expected
+
+
+def test_unknown_attribute_and_domain_are_refused() -> None:
+    odd_attribute = _graph_with([helper.make_node("Relu", ["x"], ["y"], name="r", alpha=1.0)])
+    with pytest.raises(UnsupportedOpError, match="node r \\(Relu\\): attribute 'alpha'"):
+        TorchView(odd_attribute)
+    other_domain = _graph_with(
+        [helper.make_node("Relu", ["x"], ["y"], name="ms", domain="com.microsoft")]
+    )
+    assert unsupported_nodes(other_domain) == [("Relu", "ms")]
