@@ -97,7 +97,8 @@ def validate(dataset: Dataset, model: OnnxModel | None = None) -> None:
 
 
 def _matches(shape: tuple[int, ...], spec: tuple[int | None, ...]) -> bool:
-    return len(shape) == len(spec) and all(s is None or s == d for d, s in zip(shape, spec))
+    """Same rank and sample shape; the batch axis is free (a fixed-batch graph runs in chunks)."""
+    return len(shape) == len(spec) and all(s is None or s == d for d, s in zip(shape[1:], spec[1:]))
 
 
 def check_layout(shape: tuple[int, ...], spec: InputSpec, name: str = "data") -> None:

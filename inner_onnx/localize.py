@@ -1,0 +1,111 @@
+"""Fault localization (DESIGN.md steps 1-3): probes, layer selection, neuron routing.
+
+Activations for the probes come from onnxruntime (the model as deployed);
+routing backpropagates through the torch view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from inner_onnx.data import Dataset
+from inner_onnx.errors import InputError
+from inner_onnx.faults import FaultSet, UnitScore
+from inner_onnx.model import OnnxModel
+from inner_onnx.probes import ProbeSet
+from inner_onnx.progress import QUIET, Reporter
+from inner_onnx.routing import RoutingSettings, choose_route_samples, route
+from inner_onnx.runtime import Runner
+from inner_onnx.selection import layer_scores, select_layers
+from inner_onnx.torchview import TorchView
+
+
+@dataclass(frozen=True)
+class LocalizeSettings:
+    layers: int = 3
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    seed: int = 0
+    probe_holdout: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.layers < 1:
+            raise InputError(f"--layers must be at least 1, got {self.layers}")
+
+
+@dataclass
+class Localization:
+    faults: FaultSet
+    probes: ProbeSet
+
+
+def fit_probes(
+    runner: Runner,
+    clean: Dataset,
+    units: list[str] | None,
+    seed: int,
+    holdout: float,
+    reporter: Reporter,
+) -> tuple[ProbeSet, dict[str, np.ndarray], np.ndarray]:
+    """Probes on clean activations; returns them, the pooled features and the model's scores."""
+    model = runner.model
+    chosen = model.units if units is None else [model.unit(name) for name in units]
+    with reporter.step("activations (onnxruntime)", len(clean)) as advance:
+        capture = runner.capture(clean.x, chosen, progress=advance)
+    with reporter.step("probes", len(chosen)) as advance:
+        probes = ProbeSet().fit(capture.pooled, clean.y, model.num_classes, seed, holdout, advance)
+    return probes, capture.pooled, capture.scores
+
+
+def localize(
+    runner: Runner,
+    view: TorchView,
+    clean: Dataset,
+    bad: Dataset,
+    settings: LocalizeSettings,
+    reporter: Reporter = QUIET,
+) -> Localization:
+    model: OnnxModel = runner.model
+    probes, clean_features, clean_scores = fit_probes(
+        runner, clean, None, settings.seed, settings.probe_holdout, reporter
+    )
+    with reporter.step("activations of bad samples", len(bad)) as advance:
+        bad_capture = runner.capture(bad.x, progress=advance)
+    clean_correct = clean_scores.argmax(axis=1) == clean.y
+    if not clean_correct.any():
+        raise InputError(f"{clean.source}: the model gets no clean sample right")
+    bad_wrong = bad_capture.scores.argmax(axis=1) != bad.y
+    # The samples that show the fault decide the layers (as in the paper's reference code);
+    # when the model gets every bad sample right, all of them are used.
+    shown = bad_wrong if bad_wrong.any() else np.ones(len(bad), dtype=bool)
+    scores = layer_scores(
+        probes,
+        clean_features,
+        clean_correct,
+        {name: features[shown] for name, features in bad_capture.pooled.items()},
+        clean_labels=clean.y,
+        bad_labels=bad.y[shown],
+    )
+    selected = select_layers(scores, min(settings.layers, len(model.units)))
+    rows = choose_route_samples(bad_wrong, settings.routing.max_samples, settings.seed)
+    with reporter.step("neuron routing", len(selected)) as advance:
+        neurons, weight_indices, unit_votes = route(
+            model, view, probes.probes, selected, bad.x[rows], settings.routing, advance
+        )
+    units = [
+        UnitScore(u.name, float(scores[u.name]), float(probes.accuracy[u.name]), u.name in selected)
+        for u in model.units
+    ]
+    record = asdict(settings)
+    record["route_samples"] = len(rows)
+    faults = FaultSet(
+        model.sha256,
+        settings.routing.granularity,
+        units,
+        neurons,
+        weight_indices,
+        unit_votes,
+        record,
+    )
+    return Localization(faults, probes)

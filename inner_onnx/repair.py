@@ -1,0 +1,577 @@
+"""Repair (DESIGN.md steps 4-5): masked optimization, write-back, verification.
+
+`MaskedTrainer` fine-tunes the torch view with a gradient mask per
+initializer: INNER masks the fault neurons, plain fine-tuning masks nothing
+out, and the benchmark's other methods bring their own masks. The loss is the
+output cross-entropy on clean and bad samples plus, per selected unit, the
+probe loss `0.8·CE(probe(x_bad), y) + 0.2·KD_T(teacher_y ‖ probe(x_bad))`,
+where the teacher is the probe's mean tempered softmax over the clean samples
+of class y that the original model gets right. A validation split of the
+user's data decides early stopping and which epoch is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+
+from inner_onnx import __version__
+from inner_onnx.data import Dataset
+from inner_onnx.errors import InputError
+from inner_onnx.evaluation import EvaluationSet, evaluate, logits_forward
+from inner_onnx.faults import FaultSet
+from inner_onnx.localize import LocalizeSettings, fit_probes, localize
+from inner_onnx.metrics import (
+    Metrics,
+    accuracy,
+    attack_success_rate,
+    fairness_gap,
+    per_class_accuracy,
+)
+from inner_onnx.model import OnnxModel
+from inner_onnx.probes import LinearProbe
+from inner_onnx.progress import QUIET, Reporter
+from inner_onnx.runtime import Runner, pool_activation_torch
+from inner_onnx.scenarios import BadSamples, BadSource, make_bad_samples
+from inner_onnx.torchview import TorchView
+
+METHODS = ("inner", "ft")
+KD_TEMPERATURE = 3.0
+
+
+@dataclass(frozen=True)
+class RepairSettings:
+    method: str = "inner"
+    epochs: int = 30
+    batch_size: int = 64
+    # bad samples per batch, as a share of the clean ones
+    bad_fraction: float = 0.25
+    learning_rate: float = 2e-3
+    validation_fraction: float = 0.2
+    patience: int = 5
+    asr_target: float = 0.02
+    accuracy_tolerance: float = 0.005
+    probe_loss_weight: float = 1.0
+    seed: int = 0
+    localize: LocalizeSettings = field(default_factory=LocalizeSettings)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown method {self.method!r}; choose {', '.join(METHODS)}")
+        if not 0 < self.validation_fraction < 1:
+            raise InputError(f"--val-fraction must be in (0, 1), got {self.validation_fraction}")
+        if self.epochs < 1:
+            raise InputError(f"--epochs must be at least 1, got {self.epochs}")
+
+
+@dataclass
+class ProbeTerm:
+    """A selected unit's frozen probe and its per-class teacher distributions."""
+
+    unit_name: str
+    probe: LinearProbe
+    teachers: torch.Tensor  # [classes, classes], tempered softmax means
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    loss: float
+    val_accuracy: float
+    val_bad: float | None  # ASR (backdoor with target), robust or bad-sample accuracy
+    val_fairness_gap: float
+
+
+@dataclass
+class TrainOutcome:
+    history: list[EpochRecord]
+    kept_epoch: int
+    stopped_early: bool
+
+
+class ValidationSplit:
+    """The held-out part of the user's data, measured on the torch view between epochs."""
+
+    def __init__(self, clean: Dataset, bad: BadSamples, scenario: str):
+        self.clean = clean
+        self.bad = bad
+        self.scenario = scenario
+
+    def measure(
+        self, forward: Callable[[torch.Tensor], torch.Tensor], num_classes: int, seed: int
+    ) -> tuple[float, float | None, float]:
+        pred = _predict(forward, self.clean.x)
+        acc = accuracy(pred, self.clean.y)
+        gap = fairness_gap(per_class_accuracy(pred, self.clean.y, num_classes))
+        if self.scenario == "adversarial":
+            x_adv = self.bad.regenerate(forward, self.clean.x, self.clean.y, seed)
+            return acc, accuracy(_predict(forward, x_adv), self.clean.y), gap
+        if self.scenario == "wrong":
+            return acc, None, gap
+        bad_pred = _predict(forward, self.bad.data.x)
+        if self.bad.target_label is not None:
+            return acc, attack_success_rate(bad_pred, self.bad.data.y, self.bad.target_label), gap
+        return acc, accuracy(bad_pred, self.bad.data.y), gap
+
+
+def _predict(
+    forward: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, batch_size: int = 512
+) -> np.ndarray:
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            out.append(forward(torch.from_numpy(x[start : start + batch_size])).argmax(1).numpy())
+    return np.concatenate(out)
+
+
+def objective(
+    scenario: str,
+    has_target: bool,
+    acc: float,
+    bad: float | None,
+    gap: float,
+    reference_acc: float,
+    tolerance: float,
+) -> float:
+    """Higher is better; an accuracy loss beyond the tolerance costs three times its size."""
+    penalty = 3.0 * max(0.0, reference_acc - tolerance - acc)
+    if scenario == "backdoor":
+        return acc - (bad if has_target else -bad) - penalty  # type: ignore[operator]
+    if scenario == "adversarial":
+        return acc + bad - penalty  # type: ignore[operator]
+    return acc - gap - penalty
+
+
+def make_optimizer(parameters: list[torch.nn.Parameter], settings: RepairSettings):
+    # Masked-out values must not move: no weight decay, and zero gradients leave Adam's
+    # moments at zero, so their step is exactly zero.
+    return torch.optim.Adam(parameters, lr=settings.learning_rate)
+
+
+class MaskedTrainer:
+    """Fine-tunes only the masked values of the view's initializers."""
+
+    def __init__(
+        self,
+        model: OnnxModel,
+        view: TorchView,
+        masks: dict[str, np.ndarray],
+        probe_terms: list[ProbeTerm],
+        settings: RepairSettings,
+    ):
+        self.model = model
+        self.view = view
+        self.settings = settings
+        self.probe_terms = probe_terms
+        self.masks = {name: torch.from_numpy(mask) for name, mask in masks.items() if mask.any()}
+        self.trainable: list[torch.nn.Parameter] = []
+        for name, parameter in view.onnx_parameters():
+            parameter.requires_grad_(name in self.masks)
+            if name in self.masks:
+                mask = self.masks[name].to(parameter.dtype)
+                parameter.register_hook(lambda grad, mask=mask: grad * mask)
+                self.trainable.append(parameter)
+        if not self.trainable:
+            raise InputError("the fault set selects no weights to repair")
+        self.units = {term.unit_name: model.unit(term.unit_name) for term in probe_terms}
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.view(x)
+
+    def _loss(
+        self, x_clean: torch.Tensor, y_clean: torch.Tensor, x_bad: torch.Tensor, y_bad: torch.Tensor
+    ) -> torch.Tensor:
+        captures = [self.units[t.unit_name].activation for t in self.probe_terms]
+        x = torch.cat([x_clean, x_bad])
+        if captures:
+            logits, captured = self.view(x, capture=captures)
+        else:
+            logits, captured = self.view(x), {}
+        loss = F.cross_entropy(logits[: len(x_clean)], y_clean) + F.cross_entropy(
+            logits[len(x_clean) :], y_bad
+        )
+        for term in self.probe_terms:
+            unit = self.units[term.unit_name]
+            pooled = pool_activation_torch(captured[unit.activation][len(x_clean) :], unit)
+            probe_logits = term.probe.torch_logits(pooled)
+            distillation = (
+                F.kl_div(
+                    F.log_softmax(probe_logits / KD_TEMPERATURE, dim=1),
+                    term.teachers[y_bad],
+                    reduction="batchmean",
+                )
+                * KD_TEMPERATURE**2
+            )
+            loss = loss + self.settings.probe_loss_weight * (
+                0.8 * F.cross_entropy(probe_logits, y_bad) + 0.2 * distillation
+            ) / len(self.probe_terms)
+        return loss
+
+    def fit(
+        self,
+        train_clean: Dataset,
+        train_bad: BadSamples,
+        validation: ValidationSplit,
+        scenario: str,
+        reporter: Reporter = QUIET,
+    ) -> TrainOutcome:
+        settings = self.settings
+        generator = torch.Generator().manual_seed(settings.seed)
+        rng = np.random.default_rng(settings.seed)
+        optimizer = make_optimizer(self.trainable, settings)
+        has_target = train_bad.target_label is not None
+        num_classes = self.model.num_classes
+        acc0, bad0, gap0 = validation.measure(self.forward_logits, num_classes, settings.seed)
+        history = [EpochRecord(0, float("nan"), acc0, bad0, gap0)]
+        best = (
+            objective(scenario, has_target, acc0, bad0, gap0, acc0, settings.accuracy_tolerance),
+            0,
+        )
+        best_state = self._snapshot()
+        stale = 0
+        stopped_early = False
+        x_clean = torch.from_numpy(train_clean.x)
+        y_clean = torch.from_numpy(train_clean.y.astype(np.int64))
+        x_bad_all = torch.from_numpy(train_bad.data.x)
+        y_bad_all = torch.from_numpy(train_bad.data.y.astype(np.int64))
+        bad_batch = max(1, round(settings.batch_size * settings.bad_fraction))
+        with reporter.step("repair epochs", settings.epochs) as advance:
+            for epoch in range(1, settings.epochs + 1):
+                order = torch.randperm(len(x_clean), generator=generator)
+                bad_order = torch.randperm(len(x_bad_all), generator=generator)
+                total, batches = 0.0, 0
+                for index, start in enumerate(range(0, len(order), settings.batch_size)):
+                    rows = order[start : start + settings.batch_size]
+                    xc, yc = x_clean[rows], y_clean[rows]
+                    if scenario == "adversarial":
+                        self.view.eval()
+                        xb = torch.from_numpy(
+                            train_bad.regenerate(
+                                self.forward_logits,
+                                xc.numpy(),
+                                yc.numpy(),
+                                int(rng.integers(1 << 31)),
+                            )
+                        )
+                        yb = yc
+                    else:
+                        pick = bad_order[
+                            torch.arange(index * bad_batch, (index + 1) * bad_batch)
+                            % len(bad_order)
+                        ]
+                        xb, yb = x_bad_all[pick], y_bad_all[pick]
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = self._loss(xc, yc, xb, yb)
+                    loss.backward()
+                    optimizer.step()
+                    total += float(loss.detach())
+                    batches += 1
+                acc, bad, gap = validation.measure(
+                    self.forward_logits, num_classes, settings.seed + epoch
+                )
+                history.append(EpochRecord(epoch, total / max(batches, 1), acc, bad, gap))
+                advance(1)
+                score = objective(
+                    scenario, has_target, acc, bad, gap, acc0, settings.accuracy_tolerance
+                )
+                if score > best[0]:
+                    best, best_state, stale = (score, epoch), self._snapshot(), 0
+                else:
+                    stale += 1
+                if (
+                    scenario == "backdoor"
+                    and has_target
+                    and bad is not None
+                    and (bad <= settings.asr_target and acc >= acc0 - settings.accuracy_tolerance)
+                ):
+                    best, best_state = (score, epoch), self._snapshot()
+                    stopped_early = True
+                    break
+                if stale >= settings.patience:
+                    stopped_early = True
+                    break
+        self._restore(best_state)
+        return TrainOutcome(history, best[1], stopped_early)
+
+    def _snapshot(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.trainable]
+
+    def _restore(self, state: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for parameter, value in zip(self.trainable, state):
+                parameter.copy_(value)
+
+
+def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (train, validation) indices; every class with 2+ samples lands in both."""
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        count = round(len(rows) * fraction) if len(rows) > 1 else 0
+        count = min(max(count, 1 if len(rows) > 1 else 0), len(rows) - 1)
+        held.append(rows[:count])
+        train.append(rows[count:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
+
+
+def teacher_distributions(
+    probe: LinearProbe,
+    features: np.ndarray,
+    labels: np.ndarray,
+    correct: np.ndarray,
+    num_classes: int,
+) -> torch.Tensor:
+    """Per class: the probe's mean tempered softmax over clean samples the model gets right."""
+    with torch.no_grad():
+        logits = probe.torch_logits(torch.from_numpy(features))
+        tempered = F.softmax(logits / KD_TEMPERATURE, dim=1)
+    teachers = torch.full((num_classes, num_classes), 1.0 / num_classes)
+    for label in range(num_classes):
+        rows = torch.from_numpy(np.flatnonzero(correct & (labels == label)))
+        if len(rows):
+            teachers[label] = tempered[rows].mean(dim=0)
+    return teachers
+
+
+@dataclass
+class RepairResult:
+    proto: onnx.ModelProto
+    scenario: str
+    method: str
+    before: Metrics
+    after: Metrics
+    evaluation_name: str
+    faults: FaultSet | None
+    changed: dict[str, int]
+    weights_total: int
+    outcome: TrainOutcome
+    seconds: float
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def changed_count(self) -> int:
+        return sum(self.changed.values())
+
+    def summary(self) -> dict[str, object]:
+        faults = None
+        if self.faults is not None:
+            faults = {
+                "granularity": self.faults.granularity,
+                "selected_units": self.faults.selected_units,
+                "neurons": len(self.faults.neurons),
+                "top_neurons": [asdict(n) for n in self.faults.neurons[:10]],
+            }
+        return {
+            "scenario": self.scenario,
+            "method": self.method,
+            "evaluated_on": self.evaluation_name,
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "faults": faults,
+            "changed_weights": {
+                "count": self.changed_count,
+                "fraction": self.changed_count / self.weights_total if self.weights_total else 0,
+                "tensors": self.changed,
+            },
+            "epochs_run": len(self.outcome.history) - 1,
+            "kept_epoch": self.outcome.kept_epoch,
+            "history": [asdict(r) for r in self.outcome.history],
+        }
+
+
+def _split_bad(
+    source: BadSource,
+    model: OnnxModel,
+    train: Dataset,
+    held: Dataset,
+    runner: Runner,
+    view: TorchView,
+    seed: int,
+    reporter: Reporter,
+) -> tuple[BadSamples, BadSamples]:
+    """Bad samples for training and for validation, never sharing a source sample."""
+    forward = logits_forward(view)
+    if source.bad_path is not None:
+        every = make_bad_samples(source, model, train, runner.predict, forward, seed)
+        train_rows, held_rows = split_indices(every.data.y, 0.2, seed)
+        return (
+            BadSamples(every.data.subset(train_rows), every.target_label),
+            BadSamples(every.data.subset(held_rows), every.target_label),
+        )
+    train_bad = make_bad_samples(source, model, train, runner.predict, forward, seed, reporter)
+    if source.scenario == "wrong":
+        return train_bad, BadSamples(held, None)
+    if source.scenario == "adversarial":
+        return train_bad, BadSamples(held, None, train_bad.attack, train_bad.clip)
+    return train_bad, make_bad_samples(source, model, held, runner.predict, forward, seed)
+
+
+def fault_masks(model: OnnxModel, faults: FaultSet | None) -> dict[str, np.ndarray]:
+    """INNER: the fault set's masks; without one (plain fine-tuning): every unit value."""
+    if faults is not None:
+        return faults.masks(model)
+    masks = {}
+    for unit in model.units:
+        for name in (unit.weight, unit.bias):
+            if name is not None:
+                masks[name] = np.ones(tuple(model.initializers[name].dims), dtype=bool)
+    return masks
+
+
+def repair(
+    model: OnnxModel,
+    clean: Dataset,
+    source: BadSource,
+    settings: RepairSettings,
+    faults: FaultSet | None = None,
+    evaluation: EvaluationSet | None = None,
+    device: str = "auto",
+    reporter: Reporter = QUIET,
+) -> RepairResult:
+    """Repair `model`; the result's proto is checked and every "after" number is onnxruntime's."""
+    started = time.perf_counter()
+    torch.manual_seed(settings.seed)
+    runner = Runner(model, device)
+    view = TorchView(model.proto, outputs=[model.logits_name]).eval()
+    train_rows, held_rows = split_indices(clean.y, settings.validation_fraction, settings.seed)
+    train, held = clean.subset(train_rows), clean.subset(held_rows)
+    train_bad, held_bad = _split_bad(
+        source, model, train, held, runner, view, settings.seed, reporter
+    )
+    probe_terms: list[ProbeTerm] = []
+    if settings.method == "inner":
+        if faults is None:
+            faults = localize(
+                runner, view, train, train_bad.data, settings.localize, reporter
+            ).faults
+        probe_terms = _probe_terms(runner, train, faults, settings, reporter)
+    else:
+        faults = None
+    if evaluation is None:
+        evaluation = EvaluationSet(
+            held,
+            held_bad.data if source.scenario == "backdoor" else None,
+            held_bad.target_label,
+            source.attack,
+            held_bad.clip,
+            "validation split",
+        )
+    elif evaluation.bad is not None and evaluation.target_label is None:
+        evaluation = replace(evaluation, target_label=train_bad.target_label)
+    before = evaluate(runner, evaluation, settings.seed, reporter)
+    trainer = MaskedTrainer(model, view, fault_masks(model, faults), probe_terms, settings)
+    validation = ValidationSplit(held, held_bad, source.scenario)
+    outcome = trainer.fit(train, train_bad, validation, source.scenario, reporter)
+    proto = view.write_back()
+    changed = changed_values(model, proto)
+    repaired = OnnxModel(proto)
+    after = evaluate(Runner(repaired, device), evaluation, settings.seed, reporter)
+    weights_total = sum(u.parameters for u in model.units)
+    result = RepairResult(
+        proto,
+        source.scenario,
+        settings.method,
+        before,
+        after,
+        evaluation.name or evaluation.data.source,
+        faults,
+        changed,
+        weights_total,
+        outcome,
+        0.0,
+        _settings_record(settings, source),
+    )
+    result.proto = with_provenance(proto, result)
+    verify(result.proto, repaired, evaluation.data.x)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _probe_terms(
+    runner: Runner, train: Dataset, faults: FaultSet, settings: RepairSettings, reporter: Reporter
+) -> list[ProbeTerm]:
+    selected = faults.selected_units
+    probes, features, scores = fit_probes(
+        runner, train, selected, settings.seed, settings.localize.probe_holdout, reporter
+    )
+    correct = scores.argmax(axis=1) == train.y
+    num_classes = runner.model.num_classes
+    return [
+        ProbeTerm(
+            name,
+            probes.probes[name],
+            teacher_distributions(
+                probes.probes[name], features[name], train.y, correct, num_classes
+            ),
+        )
+        for name in selected
+    ]
+
+
+def changed_values(model: OnnxModel, proto: onnx.ModelProto) -> dict[str, int]:
+    """Initializer name -> how many of its values differ from the original."""
+    changed = {}
+    for init in proto.graph.initializer:
+        before = onnx.numpy_helper.to_array(model.initializers[init.name])
+        after = onnx.numpy_helper.to_array(init)
+        count = int(np.count_nonzero(before != after))
+        if count:
+            changed[init.name] = count
+    return changed
+
+
+def _settings_record(settings: RepairSettings, source: BadSource) -> dict[str, object]:
+    record = asdict(settings)
+    record["bad_source"] = {
+        "bad": str(source.bad_path) if source.bad_path else None,
+        "trigger": str(source.trigger) if source.trigger else None,
+        "attack": str(source.attack) if source.attack else None,
+        "target_label": source.target_label,
+    }
+    return record
+
+
+def with_provenance(proto: onnx.ModelProto, result: RepairResult) -> onnx.ModelProto:
+    """The repaired model with what was done recorded in metadata_props (no timings: the
+    same inputs and seed must give the same bytes)."""
+    stamped = onnx.ModelProto()
+    stamped.CopyFrom(proto)
+    record = {
+        "tool": f"inner-onnx {__version__}",
+        "scenario": result.scenario,
+        "method": result.method,
+        "seed": result.settings.get("seed"),
+        "settings": result.settings,
+        "changed_tensors": result.changed,
+        "evaluated_on": result.evaluation_name,
+        "before": result.before.to_dict(),
+        "after": result.after.to_dict(),
+    }
+    kept = [p for p in stamped.metadata_props if p.key != "inner_onnx.provenance"]
+    del stamped.metadata_props[:]
+    stamped.metadata_props.extend(kept)
+    entry = stamped.metadata_props.add()
+    entry.key, entry.value = "inner_onnx.provenance", json.dumps(record, sort_keys=True)
+    return stamped
+
+
+def verify(proto: onnx.ModelProto, measured: OnnxModel, x: np.ndarray) -> None:
+    """Full ONNX check, then the bytes to be written must score exactly as the model measured."""
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise RuntimeError(f"repaired model fails the ONNX checker: {exc}") from None
+    written = OnnxModel(onnx.load_from_string(proto.SerializeToString()))
+    sample = x[:256]
+    if not np.array_equal(
+        Runner(written, "cpu").scores(sample), Runner(measured, "cpu").scores(sample)
+    ):
+        raise RuntimeError("repaired model scores changed when its provenance was attached")
