@@ -1,6 +1,9 @@
 """Headless-Chromium screenshot of a report page; the tests use it and it makes docs/report.png.
 
-    .venv/bin/python scripts/screenshot_report.py demo-output/report/report.html docs/report.png
+    .venv/bin/python scripts/screenshot_report.py demo-output/report/report.html docs/report.png \
+        --height 2670
+
+(docs/report.png: `inner-onnx demo`'s report down to the training curves.)
 
 `--scale 0.5` shrinks the picture (matplotlib's thumbnail) to keep the file small.
 """
