@@ -4,8 +4,6 @@
         --height 2670
 
 (docs/report.png: `inner-onnx demo`'s report down to the training curves.)
-
-`--scale 0.5` shrinks the picture (matplotlib's thumbnail) to keep the file small.
 """
 
 from __future__ import annotations
@@ -53,17 +51,8 @@ def main() -> None:
     parser.add_argument("output", type=Path, help="PNG to write")
     parser.add_argument("--width", type=int, default=1200)
     parser.add_argument("--height", type=int, default=2400)
-    parser.add_argument("--scale", type=float, default=1.0, help="shrink factor, e.g. 0.5")
     options = parser.parse_args()
-    if options.scale == 1.0:
-        screenshot(options.page, options.output, options.width, options.height)
-        return
-    from matplotlib.image import thumbnail
-
-    with tempfile.TemporaryDirectory() as folder:
-        full = Path(folder) / "full.png"
-        screenshot(options.page, full, options.width, options.height)
-        thumbnail(str(full), str(options.output), scale=options.scale)
+    screenshot(options.page, options.output, options.width, options.height)
 
 
 if __name__ == "__main__":
