@@ -1,0 +1,277 @@
+"""INNER against the repair methods people use, and re-use of its fault set.
+
+    .venv/bin/python -m benchmarks.compare            # the full benchmark (long)
+    .venv/bin/python -m benchmarks.compare --quick    # one model, one scenario, minutes
+
+Writes OUT/results/compare[_quick].json (every run), OUT/results/compare[_quick].png
+(the trade-off plot) and the section "## INNER vs other repair methods" of
+OUT/RESULTS.md (other sections are left as they are). OUT is benchmarks/ for
+the full run and benchmarks/cache/quick/ for --quick. Every number is measured
+in onnxruntime on the repaired ONNX model, on Fashion-MNIST test images that
+neither the models nor the repairs saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import onnx
+import onnxruntime
+import torch
+
+from benchmarks.methods import Method, methods
+from benchmarks.models import MODELS, WEAK_CLASS, fashion_test
+from benchmarks.report import write_outputs
+from benchmarks.scenarios import SCENARIOS, Case, TestSplit, make_case
+from inner_onnx.evaluation import evaluate
+from inner_onnx.metrics import sensitivity
+from inner_onnx.model import OnnxModel
+from inner_onnx.repair import RepairSettings, changed_values
+from inner_onnx.runtime import Runner
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Config:
+    pairs: tuple[tuple[str, str, tuple[int, ...]], ...]  # (model, scenario, budgets)
+    seeds: int
+    methods: tuple[str, ...]
+    epochs: int
+    patience: int
+    evaluation_size: int
+    anp_iterations: int
+    quick: bool
+
+
+FULL_PAIRS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
+    ("cnn_badnets", "badnets", (100, 500, 1000)),
+    ("cnn_blend", "blend", (100, 500, 1000)),
+    ("cnn_weak", "wrong", (100, 500, 1000)),
+    ("cnn_weak", "fgsm", (500,)),
+    ("cnn_weak", "pgd", (500,)),
+    ("vgg_badnets", "badnets", (500,)),
+    ("vgg_blend", "blend", (500,)),
+    ("vgg_weak", "wrong", (500,)),
+    ("vgg_weak", "fgsm", (500,)),
+)
+ALL_METHODS = tuple(methods(1))
+FULL = Config(FULL_PAIRS, 3, ALL_METHODS, 15, 4, 2000, 200, False)
+QUICK = Config((("cnn_badnets", "badnets", (100,)),), 1, ALL_METHODS, 10, 3, 500, 40, True)
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def measure(model: OnnxModel, case: Case) -> dict[str, float | None]:
+    """Every metric of the table, through onnxruntime on `model`."""
+    runner = Runner(model, "cpu")
+    metrics = evaluate(runner, case.evaluation, case.seed)
+    data = case.evaluation.data
+    return {
+        "clean_accuracy": metrics.accuracy,
+        "asr": metrics.asr,
+        "robust_accuracy": metrics.robust_accuracy,
+        "weak_accuracy": metrics.per_class_accuracy[WEAK_CLASS],
+        "fairness_gap": metrics.fairness_gap,
+        "sensitivity": sensitivity(runner.predict, data.x, data.y, "NCHW", (0.0, 1.0)),
+    }
+
+
+def run_method(method: Method, case: Case) -> dict[str, object]:
+    torch.manual_seed(case.seed)
+    started = time.perf_counter()
+    proto = method.run(case)
+    seconds = time.perf_counter() - started
+    repaired = OnnxModel(proto)
+    record: dict[str, object] = measure(repaired, case)
+    record["weights_changed"] = sum(changed_values(case.model, proto).values())
+    record["seconds"] = seconds + (case.localize_seconds if method.uses_faults else 0.0)
+    return record
+
+
+def run_case(case: Case, chosen: list[Method]) -> list[dict[str, object]]:
+    base = {
+        "model": case.model_name,
+        "scenario": case.scenario.name,
+        "budget": case.budget,
+        "seed": case.seed,
+        "train_clean": len(case.train),
+        "train_bad": len(case.train_bad.data),
+        "bad_samples": case.bad_count,
+    }
+    original = measure(case.model, case)
+    rows = [{**base, "method": "original", **original, "weights_changed": 0, "seconds": 0.0}]
+    faults = case.faults  # localized once, before any method is timed
+    base["fault_neurons"] = len(faults.neurons)
+    base["fault_weights"] = faults.weights_covered(case.model)
+    base["localize_seconds"] = case.localize_seconds
+    for method in chosen:
+        if case.kind not in method.kinds:
+            continue
+        record = run_method(method, case)
+        log(
+            f"    {method.name:18s} acc {record['clean_accuracy']:.3f}  "
+            f"{case.scenario.bad_metric} {record[case.scenario.bad_metric]:.3f}  "
+            f"changed {record['weights_changed']:>6}  {record['seconds']:.1f}s"
+        )
+        rows.append({**base, "method": method.name, **record})
+    return rows
+
+
+def library_state() -> dict[str, object]:
+    """The commit and the hashes of the files that decide INNER's numbers (they may be
+    uncommitted while the library is being worked on)."""
+    root = BENCHMARKS_DIR.parent
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    files = ("repair.py", "localize.py", "routing.py", "selection.py", "probes.py")
+    return {
+        "commit": commit,
+        "sha256": {
+            name: hashlib.sha256((root / "inner_onnx" / name).read_bytes()).hexdigest()[:16]
+            for name in files
+        },
+    }
+
+
+def machine() -> dict[str, object]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def configure(args: argparse.Namespace) -> Config:
+    config = QUICK if args.quick else FULL
+    if args.models or args.scenarios or args.budgets:
+        pairs = tuple(
+            (model, scenario, tuple(args.budgets) if args.budgets else budgets)
+            for model, scenario, budgets in config.pairs
+            if (not args.models or model in args.models)
+            and (not args.scenarios or scenario in args.scenarios)
+        )
+        config = replace(config, pairs=pairs)
+    if args.seeds is not None:
+        config = replace(config, seeds=args.seeds)
+    if args.methods:
+        config = replace(config, methods=tuple(args.methods))
+    return config
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one small case, a few minutes")
+    parser.add_argument("--out", type=Path, help="where RESULTS.md and results/ go")
+    parser.add_argument("--cache", type=Path, default=BENCHMARKS_DIR / "cache")
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS))
+    parser.add_argument("--scenarios", nargs="+", choices=sorted(SCENARIOS))
+    parser.add_argument("--budgets", nargs="+", type=int)
+    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--methods", nargs="+", choices=ALL_METHODS)
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite RESULTS.md and the plot from the existing JSON (e.g. after editing "
+        "results/compare_reading.md)",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=lambda text: datetime.fromisoformat(text).replace(tzinfo=timezone.utc),
+        help="UTC time (YYYY-MM-DDTHH:MM) after which no new case starts",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = configure(args)
+    out = args.out or (BENCHMARKS_DIR / "cache" / "quick" if config.quick else BENCHMARKS_DIR)
+    torch.set_num_threads(1)
+    stem = "compare_quick" if config.quick else "compare"
+    if args.report_only:
+        write_outputs(json.loads((out / "results" / f"{stem}.json").read_text()), out, stem)
+        return 0
+    started = datetime.now(timezone.utc)
+    command = "python -m benchmarks.compare " + " ".join(argv if argv is not None else sys.argv[1:])
+    settings = RepairSettings(epochs=config.epochs, patience=config.patience)
+    chosen = [methods(config.anp_iterations)[name] for name in config.methods]
+    x_test, y_test = fashion_test()
+    split = TestSplit.cut(x_test, y_test, config.evaluation_size)
+    payload: dict[str, object] = {
+        "command": command.strip(),
+        "started": started.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "library": library_state(),
+        "config": {
+            "pairs": [list(p) for p in config.pairs],
+            "seeds": config.seeds,
+            "methods": list(config.methods),
+            "epochs": config.epochs,
+            "patience": config.patience,
+            "evaluation_size": config.evaluation_size,
+            "anp_iterations": config.anp_iterations,
+            "repair_settings": {
+                "learning_rate": settings.learning_rate,
+                "batch_size": settings.batch_size,
+                "validation_fraction": settings.validation_fraction,
+            },
+            "scenarios": {name: str(s.trigger or s.attack or "") for name, s in SCENARIOS.items()},
+            "models": {name: MODELS[name].description for name in {p[0] for p in config.pairs}},
+        },
+        "runs": [],
+    }
+    runs: list[dict[str, object]] = payload["runs"]  # type: ignore[assignment]
+    loaded: dict[str, OnnxModel] = {}
+    skipped: list[str] = payload.setdefault("not_run_deadline", [])  # type: ignore[assignment]
+    # Seed-major: a run cut short by --deadline still covers every case with fewer seeds.
+    for seed in range(config.seeds):
+        for model_name, scenario_name, budgets in config.pairs:
+            for budget in budgets:
+                name = f"{model_name} / {scenario_name} / budget {budget} / seed {seed}"
+                if args.deadline is not None and datetime.now(timezone.utc) >= args.deadline:
+                    skipped.append(name)
+                    continue
+                log(name)
+                if model_name not in loaded:
+                    loaded[model_name] = OnnxModel.load(MODELS[model_name].path(args.cache, log))
+                case = make_case(
+                    model_name,
+                    loaded[model_name],
+                    SCENARIOS[scenario_name],
+                    split,
+                    budget,
+                    seed,
+                    replace(settings, seed=seed),
+                )
+                runs.extend(run_case(case, chosen))
+                payload["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                write_outputs(payload, out, stem)
+    if skipped:
+        write_outputs(payload, out, stem)
+        log(f"deadline reached: {len(skipped)} cases not run")
+    log(f"wrote {out / 'results' / (stem + '.json')} and {out / 'RESULTS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,309 @@
+"""Tables, the trade-off plot and the RESULTS.md section from the benchmark's runs.
+
+Runs are aggregated over seeds as mean ± standard deviation (sample std; 0
+with one seed). Methods are ranked per case with the objective repair itself
+stops on (`inner_onnx.repair.objective`): accuracy minus ASR for backdoors,
+plus robust accuracy for attacks, minus the fairness gap for wrong
+predictions, an accuracy loss beyond one point costing three times its size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from inner_onnx.fileio import write_json_atomic
+from inner_onnx.repair import objective
+
+SECTION = "## INNER vs other repair methods"
+ACCURACY_TOLERANCE = 0.01
+KINDS = {"badnets": "backdoor", "blend": "backdoor", "fgsm": "adversarial", "pgd": "adversarial"}
+BAD_METRIC = {"backdoor": "asr", "adversarial": "robust_accuracy", "wrong": "weak_accuracy"}
+BAD_LABEL = {
+    "backdoor": "ASR ↓",
+    "adversarial": "robust acc. ↑",
+    "wrong": "class-2 acc. ↑",
+}
+LABELS = {
+    "original": "original model",
+    "inner": "**INNER**",
+    "ft_all": "fine-tune all",
+    "ft_last2": "fine-tune last 2 units",
+    "fine_pruning": "Fine-Pruning",
+    "random": "random neurons (INNER's count)",
+    "grad_ratio": "gradient ratio (INNER's count)",
+    "anp": "ANP",
+    "ft_faults": "fine-tune INNER's fault set",
+    "grad_ratio_faults": "gradient ratio in fault set",
+}
+METRICS = (
+    "clean_accuracy",
+    "asr",
+    "robust_accuracy",
+    "weak_accuracy",
+    "fairness_gap",
+    "sensitivity",
+    "weights_changed",
+    "seconds",
+)
+READING_FILE = "compare_reading.md"
+
+Key = tuple[str, str, int]  # model, scenario, budget
+
+
+def kind_of(scenario: str) -> str:
+    return KINDS.get(scenario, "wrong")
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def aggregate(runs: list[dict]) -> dict[Key, dict[str, dict[str, tuple[float, float, int]]]]:
+    """(model, scenario, budget) -> method -> metric -> (mean, std, seeds)."""
+    grouped: dict[Key, dict[str, dict[str, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for run in runs:
+        key = (run["model"], run["scenario"], run["budget"])
+        for metric in METRICS:
+            if run.get(metric) is not None:
+                grouped[key][run["method"]][metric].append(float(run[metric]))
+    return {
+        key: {
+            method: {m: (*mean_std(v), len(v)) for m, v in metrics.items()}
+            for method, metrics in by_method.items()
+        }
+        for key, by_method in grouped.items()
+    }
+
+
+def score(kind: str, metrics: dict[str, tuple[float, float, int]], reference: float) -> float:
+    bad = metrics[BAD_METRIC[kind]][0] if kind != "wrong" else None
+    return objective(
+        kind,
+        True,
+        metrics["clean_accuracy"][0],
+        bad,
+        metrics["fairness_gap"][0],
+        reference,
+        ACCURACY_TOLERANCE,
+    )
+
+
+def ranking(kind: str, by_method: dict[str, dict]) -> list[tuple[str, float]]:
+    reference = by_method["original"]["clean_accuracy"][0]
+    scored = [
+        (method, score(kind, metrics, reference))
+        for method, metrics in by_method.items()
+        if method != "original"
+    ]
+    return sorted(scored, key=lambda item: -item[1])
+
+
+def cell(stats: tuple[float, float, int] | None, digits: int = 3) -> str:
+    if stats is None:
+        return "–"
+    mean, std, n = stats
+    if digits == 0:
+        return f"{mean:,.0f}" + (f" ± {std:,.0f}" if n > 1 else "")
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
+
+
+def case_table(key: Key, by_method: dict[str, dict], runs: list[dict]) -> list[str]:
+    model, scenario, budget = key
+    kind = kind_of(scenario)
+    case_runs = [r for r in runs if (r["model"], r["scenario"], r["budget"]) == key]
+    seeds = len({r["seed"] for r in case_runs})
+    sample = next((r for r in case_runs if "fault_neurons" in r), case_runs[0])
+    ranks = {method: i + 1 for i, (method, _) in enumerate(ranking(kind, by_method))}
+    lines = [
+        f"### {model} · {scenario} · budget {budget}",
+        "",
+        f"{sample['train_clean']} clean + {sample['train_bad']} bad samples to train on "
+        f"(a fifth more held out for validation; {sample['bad_samples']} bad in all), "
+        f"{seeds} seed(s). INNER's fault set: {sample.get('fault_neurons', '–')} neurons, "
+        f"{sample.get('fault_weights', '–')} values; localization "
+        f"{sample.get('localize_seconds', float('nan')):.1f} s (seed 0).",
+        "",
+        f"| method | rank | clean acc. ↑ | {BAD_LABEL[kind]} | fairness gap ↓ | sensitivity ↓ "
+        "| weights changed | time (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for method, metrics in by_method.items():
+        lines.append(
+            f"| {LABELS.get(method, method)} | {ranks.get(method, '–')} "
+            f"| {cell(metrics.get('clean_accuracy'))} "
+            f"| {cell(metrics.get(BAD_METRIC[kind]))} "
+            f"| {cell(metrics.get('fairness_gap'))} "
+            f"| {cell(metrics.get('sensitivity'))} "
+            f"| {cell(metrics.get('weights_changed'), 0)} "
+            f"| {cell(metrics.get('seconds'), 1)} |"
+        )
+    return [*lines, ""]
+
+
+def summary_lines(table: dict[Key, dict[str, dict]]) -> list[str]:
+    """Where INNER ranks in each case, and what restricting to its fault set does."""
+    lines = [
+        "| case | INNER's rank | best method | fault set vs all weights (fine-tune): "
+        "Δ bad metric, Δ accuracy | gradient ratio in fault set vs network-wide: "
+        "Δ bad metric, Δ accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    for key, by_method in table.items():
+        kind = kind_of(key[1])
+        order = ranking(kind, by_method)
+        names = [m for m, _ in order]
+        rank = names.index("inner") + 1 if "inner" in names else "–"
+        lines.append(
+            f"| {key[0]} · {key[1]} · {key[2]} | {rank} of {len(names)} "
+            f"| {LABELS.get(names[0], names[0]) if names else '–'} "
+            f"| {delta(by_method, 'ft_faults', 'ft_all', kind)} "
+            f"| {delta(by_method, 'grad_ratio_faults', 'grad_ratio', kind)} |"
+        )
+    return [*lines, ""]
+
+
+def delta(by_method: dict[str, dict], method: str, baseline: str, kind: str) -> str:
+    if method not in by_method or baseline not in by_method:
+        return "–"
+    bad = BAD_METRIC[kind]
+    d_bad = by_method[method][bad][0] - by_method[baseline][bad][0]
+    d_acc = by_method[method]["clean_accuracy"][0] - by_method[baseline]["clean_accuracy"][0]
+    return f"{d_bad:+.3f}, {d_acc:+.3f}"
+
+
+def plot(table: dict[Key, dict[str, dict]], path: Path) -> None:
+    keys = list(table)
+    columns = min(3, len(keys))
+    rows = math.ceil(len(keys) / columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(max(5 * columns, 12), 4 * rows + 1.5), squeeze=False
+    )
+    markers = "o*sDv^<>pPhX"
+    colors = plt.get_cmap("tab10")
+    handles: dict[str, object] = {}
+    for axis, key in zip(axes.ravel(), keys):
+        kind = kind_of(key[1])
+        bad = BAD_METRIC[kind]
+        for method, metrics in table[key].items():
+            if bad not in metrics:
+                continue
+            # The same marker and colour for a method in every panel.
+            index = list(LABELS).index(method) if method in LABELS else len(LABELS)
+            handle = axis.errorbar(
+                metrics["clean_accuracy"][0],
+                metrics[bad][0],
+                xerr=metrics["clean_accuracy"][1],
+                yerr=metrics[bad][1],
+                fmt=markers[index % len(markers)],
+                color=colors(index % 10),
+                markersize=13 if method == "inner" else 7,
+                capsize=2,
+            )
+            handles[LABELS.get(method, method).strip("*")] = handle
+        axis.set_title(f"{key[0]} · {key[1]} · budget {key[2]}", fontsize=9)
+        axis.set_xlabel("clean accuracy")
+        axis.set_ylabel(BAD_LABEL[kind])
+        axis.grid(alpha=0.3)
+    for axis in axes.ravel()[len(keys) :]:
+        axis.axis("off")
+    figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=4, fontsize=8)
+    figure.tight_layout(rect=(0, 1.4 / (4 * rows + 1.5), 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def not_run_lines(payload: dict) -> list[str]:
+    skipped = payload.get("not_run_deadline") or []
+    if not skipped:
+        return []
+    return [
+        "",
+        f"Not run (the run's deadline came first; seed-major order, so these are the last "
+        f"seeds): {'; '.join(skipped)}.",
+    ]
+
+
+def section(payload: dict, stem: str, reading: str) -> str:
+    runs = payload["runs"]
+    table = aggregate(runs)
+    machine = payload["machine"]
+    config = payload["config"]
+    lines = [
+        SECTION,
+        "",
+        f"Command: `{payload['command']}` (from the repository root, with the project's venv).",
+        f"Run: {payload['started']} to {payload.get('finished', '?')} (UTC).",
+        f"Machine: {machine['platform']}, {machine['cpus']} CPUs, torch "
+        f"{machine['torch']} ({machine['torch_threads']} thread), onnxruntime "
+        f"{machine['onnxruntime']}; load average at start "
+        f"{', '.join(f'{v:.1f}' for v in machine['load_average_at_start'])} (the machine was "
+        "shared with other jobs, so times are comparable within a run, not absolute).",
+        "",
+        f"Every method fine-tunes with the same settings (Adam, lr "
+        f"{config['repair_settings']['learning_rate']}, batch "
+        f"{config['repair_settings']['batch_size']} clean + as many bad, at most "
+        f"{config['epochs']} epochs, patience {config['patience']}, the same validation split "
+        "and early stopping); only the values each may change differ. ANP does not fine-tune "
+        f"({config['anp_iterations']} mask iterations on the clean data). Numbers are measured in "
+        f"onnxruntime on the repaired ONNX model, on {config['evaluation_size']} Fashion-MNIST "
+        "test images no model or repair saw; sensitivity is 1 − accuracy under ±5°/±10° "
+        "rotations and ±10% brightness. Time includes INNER's localization for the methods "
+        "that use its fault set.",
+        "",
+        "Models: "
+        + "; ".join(f"`{name}`: {text}" for name, text in sorted(config["models"].items()))
+        + ".",
+        "Scenarios: "
+        + "; ".join(f"`{name}` {spec}" for name, spec in config["scenarios"].items() if spec)
+        + "; `wrong`: misclassified test-pool images as bad samples.",
+        *not_run_lines(payload),
+        "",
+        f"![ASR / accuracy trade-off per method](results/{stem}.png)",
+        "",
+        "### Summary",
+        "",
+        *summary_lines(table),
+    ]
+    if reading:
+        lines += ["### Reading", "", reading.strip(), ""]
+    for key, by_method in table.items():
+        lines += case_table(key, by_method, runs)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def replace_section(path: Path, text: str) -> None:
+    """Put `text` in place of this benchmark's section of `path`, leaving the others."""
+    existing = path.read_text() if path.is_file() else "# Benchmarks\n"
+    start = existing.find(SECTION + "\n")
+    if start < 0:
+        updated = existing.rstrip() + "\n\n" + text
+    else:
+        end = existing.find("\n## ", start + len(SECTION))
+        rest = "\n" + existing[end + 1 :] if end >= 0 else ""
+        updated = existing[:start] + text + rest
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(updated)
+    tmp.replace(path)
+
+
+def write_outputs(payload: dict, out: Path, stem: str) -> None:
+    results = out / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(results / f"{stem}.json", payload)
+    plot(aggregate(payload["runs"]), results / f"{stem}.png")
+    reading_path = results / READING_FILE
+    reading = reading_path.read_text() if reading_path.is_file() and stem == "compare" else ""
+    replace_section(out / "RESULTS.md", section(payload, stem, reading))
