@@ -32,6 +32,14 @@ for _name, _function in {
     "Sin": torch.sin,
     "Cos": torch.cos,
     "Tan": torch.tan,
+    "Asin": torch.asin,
+    "Acos": torch.acos,
+    "Atan": torch.atan,
+    "Sinh": torch.sinh,
+    "Cosh": torch.cosh,
+    "Asinh": torch.asinh,
+    "Acosh": torch.acosh,
+    "Atanh": torch.atanh,
     "Relu": torch.relu,
     "Sigmoid": torch.sigmoid,
     "Tanh": torch.tanh,
@@ -172,6 +180,17 @@ def hard_swish(x: Tensor) -> Tensor:
 def softplus(x: Tensor) -> Tensor:
     # F.softplus switches to the identity above a threshold: ONNX does not.
     return torch.logaddexp(x, torch.zeros_like(x))
+
+
+@op("Swish", since=24)
+def swish(x: Tensor, *, alpha: float = 1.0) -> Tensor:
+    return x * torch.sigmoid(alpha * x)
+
+
+@op("Shrink")
+def shrink(x: Tensor, *, bias: float = 0.0, lambd: float = 0.5) -> Tensor:
+    zero = torch.zeros_like(x)
+    return torch.where(x < -lambd, x + bias, torch.where(x > lambd, x - bias, zero))
 
 
 @op("Gelu", since=20)

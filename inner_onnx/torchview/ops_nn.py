@@ -367,6 +367,20 @@ def group_normalization(
     return F.group_norm(x, num_groups, scale, bias, epsilon)
 
 
+@op("LpNormalization")
+def lp_normalization(x: Tensor, *, axis: int = -1, p: int = 2) -> Tensor:
+    norm = torch.linalg.vector_norm(x, p, dim=axis, keepdim=True)
+    return x / torch.where(norm == 0, torch.ones_like(norm), norm)  # a zero vector stays zero
+
+
+@op("MeanVarianceNormalization")
+def mean_variance_normalization(x: Tensor, *, axes: list[int] | None = None) -> Tensor:
+    axes = axes if axes is not None else [0, 2, 3]
+    centered = x - x.mean(axes, keepdim=True)
+    # The epsilon of the op's function body in the ONNX spec.
+    return centered / (torch.sqrt((centered * centered).mean(axes, keepdim=True)) + 1e-9)
+
+
 @op("LRN")
 def lrn(
     x: Tensor, *, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0, size: int

@@ -265,6 +265,72 @@ def one_hot(indices: Tensor, depth: Tensor, values: Tensor, *, axis: int = -1) -
     return torch.where(hot, values[1], values[0])
 
 
+@op("Trilu")
+def trilu(x: Tensor, k: Tensor | None = None, *, upper: int = 1) -> Tensor:
+    diagonal = int(k.item()) if k is not None else 0
+    return torch.triu(x, diagonal) if upper else torch.tril(x, diagonal)
+
+
+@op("TopK", since=11)
+def top_k(
+    x: Tensor,
+    k: Tensor,
+    *,
+    axis: int = -1,
+    largest: int = 1,
+    sorted: int = 1,
+) -> tuple[Tensor, Tensor]:
+    # A stable sort: among equal values the lower index comes first, as ONNX requires.
+    values, indices = torch.sort(x, dim=axis, descending=bool(largest), stable=True)
+    count = int(k.reshape(-1)[0])
+    return values.narrow(axis, 0, count), indices.narrow(axis, 0, count)
+
+
+@op("NonZero")
+def non_zero(x: Tensor) -> Tensor:
+    return torch.nonzero(x).t().contiguous()
+
+
+_SCATTER_REDUCTIONS = {"mul": "prod", "max": "amax", "min": "amin"}
+
+
+@op("ScatterElements", since=11)
+def scatter_elements(
+    data: Tensor, indices: Tensor, updates: Tensor, *, axis: int = 0, reduction: str = "none"
+) -> Tensor:
+    axis = _axis(axis, data.dim())
+    index = _wrap_negative(indices, data.shape[axis])
+    if reduction == "none":
+        return data.scatter(axis, index, updates)
+    if reduction == "add":
+        return data.scatter_add(axis, index, updates)
+    if reduction not in _SCATTER_REDUCTIONS:
+        raise UnsupportedOpError(f"ScatterElements reduction={reduction!r} is not supported")
+    return data.scatter_reduce(axis, index, updates, _SCATTER_REDUCTIONS[reduction])
+
+
+@op("ScatterND", since=11)
+def scatter_nd(data: Tensor, indices: Tensor, updates: Tensor, *, reduction: str = "none"):
+    depth = indices.shape[-1]
+    # Address the first `depth` axes by one linear row index, the rest are slices.
+    rows = data.reshape(math.prod(data.shape[:depth]), *data.shape[depth:])
+    linear = torch.zeros(indices.shape[:-1], dtype=torch.int64)
+    for i in range(depth):
+        linear = linear * data.shape[i] + _wrap_negative(indices[..., i], data.shape[i])
+    linear = linear.reshape(-1)
+    values = updates.reshape(linear.numel(), *data.shape[depth:])
+    if reduction == "none":
+        result = rows.index_copy(0, linear, values)
+    elif reduction == "add":
+        result = rows.index_add(0, linear, values)
+    elif reduction in _SCATTER_REDUCTIONS:
+        index = linear.reshape(-1, *([1] * (values.dim() - 1))).expand_as(values)
+        result = rows.scatter_reduce(0, index, values, _SCATTER_REDUCTIONS[reduction])
+    else:
+        raise UnsupportedOpError(f"ScatterND reduction={reduction!r} is not supported")
+    return result.reshape(data.shape)
+
+
 @op("CumSum")
 def cum_sum(x: Tensor, axis: Tensor, *, exclusive: int = 0, reverse: int = 0) -> Tensor:
     dim = _axis(int(axis.item()), x.dim())

@@ -34,7 +34,7 @@ _REFUSED_BY_REASON = {
     test_max_uint16 test_max_uint32 test_max_uint64 test_min_uint16 test_min_uint32
     test_min_uint64 test_mod_uint16 test_mod_uint32 test_mod_uint64 test_mul_uint16
     test_mul_uint32 test_mul_uint64 test_pow_types_float32_uint32 test_pow_types_float32_uint64
-    test_sub_uint16 test_sub_uint32 test_sub_uint64
+    test_sub_uint16 test_sub_uint32 test_sub_uint64 test_top_k_uint64
     """,
     "dtype: torch has no float8/float4/sub-byte integer/string tensors": """
     test_cast_FLOAT16_to_FLOAT4E2M1 test_cast_FLOAT16_to_FLOAT8E4M3FN
