@@ -176,13 +176,24 @@ def _load_external_data(proto: onnx.ModelProto, base_dir: Path) -> None:
     root = base_dir.resolve()
     for tensor in tensors:
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (root / location).resolve()
-        if not location or Path(location).is_absolute() or not target.is_relative_to(root):
+        try:
+            target = (root / location).resolve()
+            outside = (
+                not location or Path(location).is_absolute() or not target.is_relative_to(root)
+            )
+            missing = not outside and not target.is_file()
+        except (OSError, ValueError, RuntimeError):
+            # A NUL byte, an over-long name or a symlink loop: no file can be read there.
+            raise InputError(
+                f"external data of tensor {tensor.name!r} has an unusable location "
+                f"{location[:80]!r}: refused"
+            ) from None
+        if outside:
             raise InputError(
                 f"external data of tensor {tensor.name!r} points outside the model's folder "
                 f"({location!r}): refused"
             )
-        if not target.is_file():
+        if missing:
             raise InputError(f"external data file of tensor {tensor.name!r} is missing: {target}")
     try:
         onnx.external_data_helper.load_external_data_for_model(proto, str(root))
