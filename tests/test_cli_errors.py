@@ -188,6 +188,12 @@ def _external_symlink(folder: Path) -> Path:
     return path
 
 
+def _external_symlink_loop(folder: Path) -> Path:
+    path = _external("loop.bin")(folder)
+    (path.parent / "loop.bin").symlink_to("loop.bin")
+    return path
+
+
 MODEL_CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "missing": (lambda folder: folder / "nope.onnx", "model file not found"),
     "folder": (_folder, "is a folder"),
@@ -205,6 +211,9 @@ MODEL_CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "external data absolute": (_external("/etc/hostname"), "outside the model's folder"),
     "external data symlink": (_external_symlink, "outside the model's folder"),
     "external data missing": (_external("weights.bin"), "external data file .* is missing"),
+    "external data NUL byte": (_external("w\x00.bin"), "external data"),
+    "external data long name": (_external("w" * 300), "external data"),
+    "external data symlink loop": (_external_symlink_loop, "external data"),
     "no weights": (_proto(no_weights_model()), "no weight initializers"),
     "two inputs": (_proto(_changed(_add_input)), "2 inputs"),
     "integer input": (_proto(_changed(_integer_input)), "float input"),
