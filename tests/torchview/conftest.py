@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 
@@ -38,6 +39,31 @@ class SmallCNN(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+class MixedNet(torch.nn.Module):
+    """Squeeze-excite, channel split, transposed conv, bilinear resize, reflect pad, LayerNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.squeeze = torch.nn.Conv2d(16, 4, 1)
+        self.excite = torch.nn.Conv2d(4, 16, 1)
+        self.up = torch.nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.branch = torch.nn.Conv2d(16, 8, 3, padding=1)
+        self.norm = torch.nn.LayerNorm(16)
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.hardswish(self.stem(x))
+        gate = torch.sigmoid(self.excite(F.relu(self.squeeze(x.mean((2, 3), keepdim=True)))))
+        a, b = torch.chunk(x * gate, 2, dim=1)
+        x = torch.cat([b, a], 1)
+        up = F.interpolate(self.up(x), scale_factor=0.5, mode="bilinear", align_corners=False)
+        x = torch.cat([up, self.branch(x)], 1)
+        x = F.max_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 2)
+        x = F.gelu(self.norm(x.flatten(2).transpose(1, 2))).mean(1)
+        return F.log_softmax(self.head(x) * 5, -1)
 
 
 def trained_looking_cnn() -> SmallCNN:
@@ -173,11 +199,43 @@ def dynamo_cnn(cnn: SmallCNN) -> onnx.ModelProto:
 
 
 @pytest.fixture(scope="session")
+def mixed() -> MixedNet:
+    torch.manual_seed(0)
+    return MixedNet().eval()
+
+
+@pytest.fixture(scope="session")
+def mixed_torchscript(mixed: MixedNet) -> onnx.ModelProto:
+    return export_torchscript(mixed, torch.randn(2, 3, 32, 32))
+
+
+@pytest.fixture(scope="session")
+def mixed_torchscript_opset11(mixed: MixedNet) -> onnx.ModelProto:
+    return export_torchscript(mixed, torch.randn(2, 3, 32, 32), opset=11)
+
+
+@pytest.fixture(scope="session")
+def mixed_dynamo(mixed: MixedNet) -> onnx.ModelProto:
+    return export_dynamo(mixed, torch.randn(2, 3, 32, 32))
+
+
+@pytest.fixture(scope="session")
 def keras_cnn() -> onnx.ModelProto:
     return keras_style_cnn()
 
 
-@pytest.fixture(params=["torchscript_cnn", "torchscript_cnn_opset11", "dynamo_cnn", "keras_cnn"])
+ALL_MODELS = [
+    "torchscript_cnn",
+    "torchscript_cnn_opset11",
+    "dynamo_cnn",
+    "mixed_torchscript",
+    "mixed_torchscript_opset11",
+    "mixed_dynamo",
+    "keras_cnn",
+]
+
+
+@pytest.fixture(params=ALL_MODELS)
 def any_model(request) -> onnx.ModelProto:
     return request.getfixturevalue(request.param)
 

@@ -62,6 +62,16 @@ def test_exports_reproduce_the_pytorch_module(cnn, torchscript_cnn, dynamo_cnn) 
         torch.testing.assert_close(TorchView(model)(x).detach(), expected, atol=1e-4, rtol=0)
 
 
+def test_mixed_exports_reproduce_the_pytorch_module(
+    mixed, mixed_torchscript, mixed_torchscript_opset11, mixed_dynamo
+) -> None:
+    x = torch.from_numpy(batch_for(mixed_torchscript))
+    expected = mixed(x).detach()
+    for model in (mixed_torchscript, mixed_torchscript_opset11, mixed_dynamo):
+        assert {"ConvTranspose", "Resize", "Pad", "Concat"} <= {n.op_type for n in model.graph.node}
+        torch.testing.assert_close(TorchView(model)(x).detach(), expected, atol=1e-4, rtol=0)
+
+
 def test_exports_contain_the_layers_under_test(torchscript_cnn, dynamo_cnn, keras_cnn) -> None:
     for model in (torchscript_cnn, dynamo_cnn):
         ops = {node.op_type for node in model.graph.node}
@@ -248,6 +258,23 @@ def test_overrides_apply_to_one_call_and_carry_gradients(torchscript_cnn) -> Non
         view(x, overrides={"no such tensor": weight})
 
 
+def test_runs_under_vmap_with_per_sample_weights(keras_cnn) -> None:
+    """Routing batches samples, each with its own gated weights, through torch.func.vmap."""
+    view = TorchView(keras_cnn)
+    x = torch.from_numpy(batch_for(keras_cnn, size=3))
+    for unit in _units(keras_cnn):
+        weight = view.parameter(unit.weight).detach()
+        weights = torch.stack([weight, weight * 0.5, torch.zeros_like(weight)])
+
+        def one_sample(w: torch.Tensor, sample: torch.Tensor, name: str = unit.weight):
+            return view(sample.unsqueeze(0), overrides={name: w})[0]
+
+        batched = torch.func.vmap(one_sample)(weights, x)
+        looped = torch.stack([one_sample(w, sample) for w, sample in zip(weights, x)])
+        torch.testing.assert_close(batched, looped, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(batched[0], batched[2])
+
+
 def _relu_then_bad_reshape() -> onnx.ModelProto:
     nodes = [
         helper.make_node("Relu", ["x"], ["r"]),
@@ -288,16 +315,16 @@ def test_check_supported_names_every_unsupported_op_on_one_line() -> None:
         [
             helper.make_node("Relu", ["x"], ["r"], name="relu_0"),
             helper.make_node("NonMaxSuppression", ["r", "r"], ["n"], name="nms_1"),
-            helper.make_node("TopK", ["r", "k"], ["t", "i"], name="topk_3"),
-            helper.make_node("TopK", ["t", "k"], ["u", "j"], name="topk_4"),
+            helper.make_node("RoiAlign", ["r", "n", "b"], ["t"], name="roi_3"),
+            helper.make_node("RoiAlign", ["t", "n", "b"], ["u"], name="roi_4"),
         ]
     )
     assert unsupported_nodes(model) == [
         ("NonMaxSuppression", "nms_1"),
-        ("TopK", "topk_3"),
-        ("TopK", "topk_4"),
+        ("RoiAlign", "roi_3"),
+        ("RoiAlign", "roi_4"),
     ]
-    expected = "unsupported ops: NonMaxSuppression (node nms_1), TopK (node topk_3 and 1 more)"
+    expected = "unsupported ops: NonMaxSuppression (node nms_1), RoiAlign (node roi_3 and 1 more)"
     for attempt in (check_supported, TorchView):
         with pytest.raises(InputError) as caught:
             attempt(model)
