@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 
@@ -100,13 +101,16 @@ def export_torchscript(
     return onnx.load_from_string(buffer.getvalue())
 
 
-def export_dynamo(net: torch.nn.Module, example: torch.Tensor) -> onnx.ModelProto:
+def export_dynamo(
+    net: torch.nn.Module, example: torch.Tensor, opset: int | None = None
+) -> onnx.ModelProto:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             net,
             (example,),
             dynamo=True,
+            opset_version=opset,
             dynamic_shapes=({0: torch.export.Dim("batch")},),
             verbose=False,
         )
@@ -178,66 +182,45 @@ def keras_style_cnn(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-@pytest.fixture(scope="session")
-def cnn() -> SmallCNN:
-    return trained_looking_cnn()
-
-
-@pytest.fixture(scope="session")
-def torchscript_cnn(cnn: SmallCNN) -> onnx.ModelProto:
-    return export_torchscript(cnn, torch.randn(2, 1, 28, 28))
-
-
-@pytest.fixture(scope="session")
-def torchscript_cnn_opset11(cnn: SmallCNN) -> onnx.ModelProto:
-    return export_torchscript(cnn, torch.randn(2, 1, 28, 28), opset=11)
-
-
-@pytest.fixture(scope="session")
-def dynamo_cnn(cnn: SmallCNN) -> onnx.ModelProto:
-    return export_dynamo(cnn, torch.randn(2, 1, 28, 28))
-
-
-@pytest.fixture(scope="session")
-def mixed() -> MixedNet:
+def _mixed_net() -> MixedNet:
     torch.manual_seed(0)
     return MixedNet().eval()
 
 
-@pytest.fixture(scope="session")
-def mixed_torchscript(mixed: MixedNet) -> onnx.ModelProto:
-    return export_torchscript(mixed, torch.randn(2, 3, 32, 32))
+_SOURCES = {"cnn": (trained_looking_cnn, (1, 28, 28)), "mixed": (_mixed_net, (3, 32, 32))}
+# name -> (source module, exporter, opset or None for the exporter's default)
+_EXPORTS = {
+    "torchscript_cnn": ("cnn", export_torchscript, None),
+    "torchscript_cnn_opset11": ("cnn", export_torchscript, 11),
+    "dynamo_cnn": ("cnn", export_dynamo, None),
+    "mixed_torchscript": ("mixed", export_torchscript, None),
+    "mixed_torchscript_opset11": ("mixed", export_torchscript, 11),
+    "mixed_dynamo": ("mixed", export_dynamo, None),
+}
+ALL_MODELS = [*_EXPORTS, "keras_cnn"]
 
 
-@pytest.fixture(scope="session")
-def mixed_torchscript_opset11(mixed: MixedNet) -> onnx.ModelProto:
-    return export_torchscript(mixed, torch.randn(2, 3, 32, 32), opset=11)
+@functools.cache
+def source_module(name: str) -> torch.nn.Module:
+    build, _ = _SOURCES[name]
+    return build()
 
 
-@pytest.fixture(scope="session")
-def mixed_dynamo(mixed: MixedNet) -> onnx.ModelProto:
-    return export_dynamo(mixed, torch.randn(2, 3, 32, 32))
-
-
-@pytest.fixture(scope="session")
-def keras_cnn() -> onnx.ModelProto:
-    return keras_style_cnn()
-
-
-ALL_MODELS = [
-    "torchscript_cnn",
-    "torchscript_cnn_opset11",
-    "dynamo_cnn",
-    "mixed_torchscript",
-    "mixed_torchscript_opset11",
-    "mixed_dynamo",
-    "keras_cnn",
-]
+@functools.cache
+def model_named(name: str) -> onnx.ModelProto:
+    """Each export runs once per session (the dynamo exporter takes seconds)."""
+    if name == "keras_cnn":
+        return keras_style_cnn()
+    source, exporter, opset = _EXPORTS[name]
+    example = torch.randn(2, *_SOURCES[source][1])
+    if opset is None:
+        return exporter(source_module(source), example)
+    return exporter(source_module(source), example, opset)
 
 
 @pytest.fixture(params=ALL_MODELS)
 def any_model(request) -> onnx.ModelProto:
-    return request.getfixturevalue(request.param)
+    return model_named(request.param)
 
 
 def batch_for(model: onnx.ModelProto, size: int = 16, seed: int = 1) -> np.ndarray:

@@ -9,7 +9,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from conftest import batch_for
+from conftest import batch_for, model_named, source_module
 from onnx import TensorProto, helper, numpy_helper
 
 from inner_onnx.errors import InputError
@@ -54,26 +54,25 @@ def test_parity_with_onnxruntime(any_model: onnx.ModelProto) -> None:
     assert parity_max_abs_diff(any_model, batch_for(any_model)) <= 1e-4
 
 
-def test_exports_reproduce_the_pytorch_module(cnn, torchscript_cnn, dynamo_cnn) -> None:
-    x = torch.from_numpy(batch_for(torchscript_cnn))
-    expected = cnn(x).detach()
-    assert expected.abs().max() > 1.0  # logits of a meaningful size
-    for model in (torchscript_cnn, dynamo_cnn):
-        torch.testing.assert_close(TorchView(model)(x).detach(), expected, atol=1e-4, rtol=0)
+@pytest.mark.parametrize(
+    ("source", "exports"),
+    [
+        ("cnn", ["torchscript_cnn", "torchscript_cnn_opset11", "dynamo_cnn"]),
+        ("mixed", ["mixed_torchscript", "mixed_torchscript_opset11", "mixed_dynamo"]),
+    ],
+)
+def test_exports_reproduce_the_pytorch_module(source: str, exports: list[str]) -> None:
+    x = torch.from_numpy(batch_for(model_named(exports[0])))
+    expected = source_module(source)(x).detach()
+    assert expected.abs().max() > 1.0  # outputs of a meaningful size
+    for name in exports:
+        view_output = TorchView(model_named(name))(x).detach()
+        torch.testing.assert_close(view_output, expected, atol=1e-4, rtol=0)
 
 
-def test_mixed_exports_reproduce_the_pytorch_module(
-    mixed, mixed_torchscript, mixed_torchscript_opset11, mixed_dynamo
-) -> None:
-    x = torch.from_numpy(batch_for(mixed_torchscript))
-    expected = mixed(x).detach()
-    for model in (mixed_torchscript, mixed_torchscript_opset11, mixed_dynamo):
-        assert {"ConvTranspose", "Resize", "Pad", "Concat"} <= {n.op_type for n in model.graph.node}
-        torch.testing.assert_close(TorchView(model)(x).detach(), expected, atol=1e-4, rtol=0)
-
-
-def test_exports_contain_the_layers_under_test(torchscript_cnn, dynamo_cnn, keras_cnn) -> None:
-    for model in (torchscript_cnn, dynamo_cnn):
+def test_exports_contain_the_layers_under_test() -> None:
+    for name in ("torchscript_cnn", "dynamo_cnn"):
+        model = model_named(name)
         ops = {node.op_type for node in model.graph.node}
         assert {"BatchNormalization", "Conv", "Gemm", "AveragePool"} <= ops
         assert any(
@@ -81,7 +80,10 @@ def test_exports_contain_the_layers_under_test(torchscript_cnn, dynamo_cnn, kera
             for node in model.graph.node
             for attribute in node.attribute
         )
-    keras_ops = [node.op_type for node in keras_cnn.graph.node]
+    for name in ("mixed_torchscript", "mixed_torchscript_opset11", "mixed_dynamo"):
+        ops = {node.op_type for node in model_named(name).graph.node}
+        assert {"ConvTranspose", "Resize", "Pad", "Concat"} <= ops
+    keras_ops = [node.op_type for node in model_named("keras_cnn").graph.node]
     assert keras_ops[0] == "Transpose" and keras_ops[-1] == "Softmax"
 
 
@@ -106,7 +108,8 @@ def test_gradients_reach_every_unit_initializer(any_model: onnx.ModelProto) -> N
             assert grad is not None and grad.abs().sum() > 0, name
 
 
-def test_parameters_are_addressed_by_onnx_name_in_initializer_order(keras_cnn) -> None:
+def test_parameters_are_addressed_by_onnx_name_in_initializer_order() -> None:
+    keras_cnn = model_named("keras_cnn")
     view = TorchView(keras_cnn)
     names = [name for name, _ in view.onnx_parameters()]
     float_initializers = [
@@ -220,7 +223,8 @@ def test_write_back_keeps_storage_field_and_dtype() -> None:
     np.testing.assert_allclose(_onnxruntime(written, x)[0], expected, atol=1e-2)
 
 
-def test_capture_returns_unit_outputs_as_onnxruntime_computes_them(torchscript_cnn) -> None:
+def test_capture_returns_unit_outputs_as_onnxruntime_computes_them() -> None:
+    torchscript_cnn = model_named("torchscript_cnn")
     units = _units(torchscript_cnn)
     names = [unit.activation for unit in units]
     marked = onnx.ModelProto()
@@ -237,7 +241,8 @@ def test_capture_returns_unit_outputs_as_onnxruntime_computes_them(torchscript_c
         np.testing.assert_allclose(captured[name].numpy(), reference, atol=1e-4)
 
 
-def test_overrides_apply_to_one_call_and_carry_gradients(torchscript_cnn) -> None:
+def test_overrides_apply_to_one_call_and_carry_gradients() -> None:
+    torchscript_cnn = model_named("torchscript_cnn")
     unit = _units(torchscript_cnn)[0]
     view = TorchView(torchscript_cnn)
     x = torch.from_numpy(batch_for(torchscript_cnn))
@@ -258,8 +263,9 @@ def test_overrides_apply_to_one_call_and_carry_gradients(torchscript_cnn) -> Non
         view(x, overrides={"no such tensor": weight})
 
 
-def test_runs_under_vmap_with_per_sample_weights(keras_cnn) -> None:
+def test_runs_under_vmap_with_per_sample_weights() -> None:
     """Routing batches samples, each with its own gated weights, through torch.func.vmap."""
+    keras_cnn = model_named("keras_cnn")
     view = TorchView(keras_cnn)
     x = torch.from_numpy(batch_for(keras_cnn, size=3))
     for unit in _units(keras_cnn):
