@@ -21,7 +21,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -54,19 +54,21 @@ class Config:
     quick: bool
 
 
+# In order of priority: a run cut short by --deadline loses the last pairs of the last seed.
 FULL_PAIRS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
     ("cnn_badnets", "badnets", (100, 500, 1000)),
-    ("cnn_blend", "blend", (100, 500, 1000)),
-    ("cnn_weak", "wrong", (100, 500, 1000)),
-    ("cnn_weak", "fgsm", (500,)),
-    ("cnn_weak", "pgd", (500,)),
+    ("keras_badnets", "badnets", (500,)),
     ("vgg_badnets", "badnets", (500,)),
+    ("cnn_blend", "blend", (100, 500, 1000)),
     ("vgg_blend", "blend", (500,)),
+    ("cnn_weak", "wrong", (100, 500, 1000)),
     ("vgg_weak", "wrong", (500,)),
+    ("cnn_weak", "fgsm", (500,)),
     ("vgg_weak", "fgsm", (500,)),
+    ("cnn_weak", "pgd", (500,)),
 )
 ALL_METHODS = tuple(methods(1))
-FULL = Config(FULL_PAIRS, 3, ALL_METHODS, 15, 4, 2000, 200, False)
+FULL = Config(FULL_PAIRS, 3, ALL_METHODS, 20, 5, 2000, 200, False)
 QUICK = Config((("cnn_badnets", "badnets", (100,)),), 1, ALL_METHODS, 10, 3, 500, 40, True)
 
 
@@ -85,7 +87,7 @@ def measure(model: OnnxModel, case: Case) -> dict[str, float | None]:
         "robust_accuracy": metrics.robust_accuracy,
         "weak_accuracy": metrics.per_class_accuracy[WEAK_CLASS],
         "fairness_gap": metrics.fairness_gap,
-        "sensitivity": sensitivity(runner.predict, data.x, data.y, "NCHW", (0.0, 1.0)),
+        "sensitivity": sensitivity(runner.predict, data.x, data.y, model.input.layout, (0.0, 1.0)),
     }
 
 
@@ -231,9 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             "evaluation_size": config.evaluation_size,
             "anp_iterations": config.anp_iterations,
             "repair_settings": {
-                "learning_rate": settings.learning_rate,
-                "batch_size": settings.batch_size,
-                "validation_fraction": settings.validation_fraction,
+                key: value for key, value in asdict(settings).items() if key != "localize"
             },
             "scenarios": {name: str(s.trigger or s.attack or "") for name, s in SCENARIOS.items()},
             "models": {name: MODELS[name].description for name in {p[0] for p in config.pairs}},

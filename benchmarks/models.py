@@ -173,6 +173,12 @@ MODELS: dict[str, ModelEntry] = {
             sample="torch_badnets",
         ),
         ModelEntry(
+            "keras_badnets",
+            "bundled samples/keras_badnets (Keras, NHWC, conv + BatchNorm, BadNets patch, "
+            "target 0)",
+            sample="keras_badnets",
+        ),
+        ModelEntry(
             "cnn_weak",
             "bundled samples/torch_weak_class (2 conv + 2 linear + BatchNorm1d, class 2 starved)",
             sample="torch_weak_class",

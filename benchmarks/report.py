@@ -252,16 +252,20 @@ def section(payload: dict, stem: str, reading: str) -> str:
         f"{', '.join(f'{v:.1f}' for v in machine['load_average_at_start'])} (the machine was "
         "shared with other jobs, so times are comparable within a run, not absolute).",
         "",
-        f"Every method fine-tunes with the same settings (Adam, lr "
-        f"{config['repair_settings']['learning_rate']}, batch "
-        f"{config['repair_settings']['batch_size']} clean + as many bad, at most "
-        f"{config['epochs']} epochs, patience {config['patience']}, the same validation split "
-        "and early stopping); only the values each may change differ. ANP does not fine-tune "
-        f"({config['anp_iterations']} mask iterations on the clean data). Numbers are measured in "
-        f"onnxruntime on the repaired ONNX model, on {config['evaluation_size']} Fashion-MNIST "
-        "test images no model or repair saw; sensitivity is 1 − accuracy under ±5°/±10° "
-        "rotations and ±10% brightness. Time includes INNER's localization for the methods "
-        "that use its fault set.",
+        "Every fine-tuning method is the library's `MaskedTrainer` (inner_onnx.repair) with "
+        "the same data, validation split, early stopping and settings ("
+        + ", ".join(
+            f"{key} {value}"
+            for key, value in config["repair_settings"].items()
+            if key not in ("method", "seed")
+        )
+        + "); only the values each may change differ, and INNER alone adds its probe loss. "
+        f"ANP does not fine-tune ({config['anp_iterations']} mask iterations on the clean data). "
+        "Every number is measured in onnxruntime on the repaired ONNX model, on "
+        f"{config['evaluation_size']} Fashion-MNIST test images no model or repair saw; "
+        "sensitivity is 1 − accuracy under ±5°/±10° rotations and ±10% brightness. Time "
+        "includes INNER's localization for the methods that use its fault set (INNER, and "
+        "fine-tuning and gradient ratio restricted to it).",
         "",
         "Models: "
         + "; ".join(f"`{name}`: {text}" for name, text in sorted(config["models"].items()))

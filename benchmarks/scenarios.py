@@ -64,12 +64,12 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "badnets",
             "backdoor",
-            trigger=PatchSpec(Path("patch-3x3.npy"), *PATCH_AT, pattern=patch_pattern()),
+            trigger=PatchSpec(Path("patch-3x3.npy"), *PATCH_AT, pattern=patch_pattern()[0]),
         ),
         Scenario(
             "blend",
             "backdoor",
-            trigger=BlendSpec(Path("noise-28x28.npy"), BLEND_ALPHA, pattern=blend_pattern()),
+            trigger=BlendSpec(Path("noise-28x28.npy"), BLEND_ALPHA, pattern=blend_pattern()[0]),
         ),
         Scenario("fgsm", "adversarial", attack=FgsmSpec(0.05)),
         Scenario("pgd", "adversarial", attack=PgdSpec(0.05, steps=5, alpha=0.02)),
@@ -87,6 +87,7 @@ class TestSplit:
 
     @classmethod
     def cut(cls, x: np.ndarray, y: np.ndarray, evaluation_size: int) -> TestSplit:
+        """`x` in NCHW; the same images go to the same part whatever the seed."""
         order = np.random.default_rng(0).permutation(len(y))
         held, rest = order[:evaluation_size], order[evaluation_size:]
         return cls(
@@ -94,9 +95,25 @@ class TestSplit:
             Dataset(x[rest], y[rest], "fashion-mnist test (pool)"),
         )
 
+    def in_layout(self, layout: str) -> TestSplit:
+        if layout == "NCHW":
+            return self
+        if layout != "NHWC":
+            raise ValueError(f"the benchmark's images need an NCHW or NHWC model, not {layout}")
+
+        def nhwc(data: Dataset) -> Dataset:
+            return Dataset(np.ascontiguousarray(data.x.transpose(0, 2, 3, 1)), data.y, data.source)
+
+        return TestSplit(nhwc(self.evaluation), nhwc(self.pool))
+
 
 def draw_budget(
-    scenario: Scenario, pool: Dataset, predictions: np.ndarray, budget: int, seed: int
+    scenario: Scenario,
+    pool: Dataset,
+    predictions: np.ndarray,
+    budget: int,
+    seed: int,
+    layout: str,
 ) -> tuple[Dataset, Dataset | None]:
     """`budget` clean samples and, for backdoor and wrong, `budget` bad ones (true labels).
 
@@ -116,7 +133,7 @@ def draw_budget(
         return clean, pool.subset(wrong[:budget])
     victims = rest[pool.y[rest] != TARGET_LABEL][:budget]
     x, y = backdoor_bad_samples(
-        pool.x[victims], pool.y[victims], scenario.trigger, "NCHW", TARGET_LABEL
+        pool.x[victims], pool.y[victims], scenario.trigger, layout, TARGET_LABEL
     )
     return clean, Dataset(x, y, str(scenario.trigger))
 
@@ -171,8 +188,10 @@ def make_case(
 ) -> Case:
     torch.manual_seed(seed)
     runner = Runner(model, "cpu")
+    layout = model.input.layout
+    split = split.in_layout(layout)
     pool_predictions = runner.predict(split.pool.x)
-    clean, bad = draw_budget(scenario, split.pool, pool_predictions, budget, seed)
+    clean, bad = draw_budget(scenario, split.pool, pool_predictions, budget, seed, layout)
     train_rows, held_rows = split_indices(clean.y, settings.validation_fraction, seed)
     train, held = clean.subset(train_rows), clean.subset(held_rows)
     target = scenario.target_label
@@ -192,7 +211,7 @@ def make_case(
         train_bad = BadSamples(bad.subset(bad_train_rows), target)
         held_bad = BadSamples(bad.subset(bad_held_rows), target)
         bad_count = len(bad)
-    evaluation = evaluation_set(scenario, split.evaluation)
+    evaluation = evaluation_set(scenario, split.evaluation, layout)
     return Case(
         model_name,
         model,
@@ -209,9 +228,9 @@ def make_case(
     )
 
 
-def evaluation_set(scenario: Scenario, data: Dataset) -> EvaluationSet:
+def evaluation_set(scenario: Scenario, data: Dataset, layout: str) -> EvaluationSet:
     if scenario.kind == "backdoor":
-        x, y = backdoor_bad_samples(data.x, data.y, scenario.trigger, "NCHW", TARGET_LABEL)
+        x, y = backdoor_bad_samples(data.x, data.y, scenario.trigger, layout, TARGET_LABEL)
         bad = Dataset(x, y, f"{data.source} + {scenario.trigger}")
         return EvaluationSet(data, bad, TARGET_LABEL, name=data.source)
     if scenario.kind == "adversarial":
