@@ -18,7 +18,12 @@ import torch
 from inner_onnx.errors import InputError
 from inner_onnx.model import FLOAT_TYPES, graph_inputs, node_names
 from inner_onnx.torchview import ops_math, ops_nn, ops_resize, ops_tensor  # noqa: F401 (registers)
-from inner_onnx.torchview.registry import ONNX_DOMAINS, UnsupportedOpError, lookup
+from inner_onnx.torchview.registry import (
+    ONNX_DOMAINS,
+    UnsupportedOpError,
+    lookup,
+    registered_ops,
+)
 from inner_onnx.torchview.tensors import tensor_from_proto
 from inner_onnx.torchview.writeback import store_if_changed
 
@@ -92,23 +97,20 @@ class _Step:
             raise UnsupportedOpError(f"node {self.name} ({self.op_type}): {exc}") from None
         except (RuntimeError, ValueError, IndexError, TypeError) as exc:
             raise RuntimeError(f"node {self.name} ({self.op_type}): {exc}") from exc
-        if isinstance(result, tuple):
-            if len(result) < len(self.outputs):
-                raise UnsupportedOpError(
-                    f"node {self.name} ({self.op_type}): only {len(result)} of its "
-                    f"{len(self.outputs)} outputs are supported"
-                )
-            for name, value in zip(self.outputs, result):
-                if name:
-                    env[name] = value
-        else:
-            env[self.outputs[0]] = result
+        results = result if isinstance(result, tuple) else (result,)
+        if len(results) < len(self.outputs):
+            raise UnsupportedOpError(
+                f"node {self.name} ({self.op_type}): only {len(results)} of its "
+                f"{len(self.outputs)} outputs are supported"
+            )
+        for name, value in zip(self.outputs, results):
+            if name:
+                env[name] = value
 
 
 def _compile_node(node: onnx.NodeProto, name: str, opset: int) -> _Step:
     version = lookup(node.op_type, opset)
-    if version is None:  # check_supported ran first; kept for direct callers
-        raise UnsupportedOpError(f"unsupported ops: {node.op_type} (node {name})")
+    assert version is not None, "check_supported runs before nodes are compiled"
     attributes = {}
     for attribute in node.attribute:
         if attribute.name not in version.attributes:
@@ -285,6 +287,5 @@ def parity_max_abs_diff(proto: onnx.ModelProto, x: np.ndarray) -> float:
 
 
 def supported_ops() -> list[str]:
-    from inner_onnx.torchview.registry import registered_ops
-
+    """ONNX op types the view runs (at some opset; `unsupported_nodes` checks a model's)."""
     return registered_ops()
