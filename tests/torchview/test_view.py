@@ -10,6 +10,8 @@ import onnxruntime
 import pytest
 import torch
 from conftest import batch_for, model_named, source_module
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from inner_onnx.errors import InputError
@@ -345,3 +347,29 @@ def test_unknown_attribute_and_domain_are_refused() -> None:
         [helper.make_node("Relu", ["x"], ["y"], name="ms", domain="com.microsoft")]
     )
     assert unsupported_nodes(other_domain) == [("Relu", "ms")]
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_write_back_stores_exactly_the_parameter_values(data) -> None:
+    """Any set of edited elements comes back bit for bit; untouched tensors keep their bytes."""
+    model = _mixed_storage_model()
+    view = TorchView(model)
+    edited: set[str] = set()
+    with torch.no_grad():
+        for name, parameter in view.onnx_parameters():
+            if data.draw(st.booleans(), label=f"edit {name}"):
+                flat = parameter.view(-1)
+                index = data.draw(st.integers(0, flat.numel() - 1), label=f"index in {name}")
+                value = data.draw(st.floats(-1e3, 1e3, width=16), label="value")
+                if flat[index].item() != value:
+                    flat[index] = value
+                    edited.add(name)
+    written = view.write_back()
+    for original, new in zip(model.graph.initializer, written.graph.initializer):
+        if new.name in edited:
+            stored = numpy_helper.to_array(new)
+            np.testing.assert_array_equal(stored, view.parameter(new.name).detach().numpy())
+            assert new.HasField("raw_data") == original.HasField("raw_data")
+        else:
+            assert new.SerializeToString() == original.SerializeToString()
