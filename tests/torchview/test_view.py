@@ -9,10 +9,10 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from conftest import batch_for, model_named, source_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+from torchview_models import batch_for, model_named, source_module
 
 from inner_onnx.errors import InputError
 from inner_onnx.model import find_units
