@@ -155,6 +155,9 @@ def parse_model(raw: bytes, path: Path) -> onnx.ModelProto:
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
         raise InputError(f"invalid ONNX model {path}: {first}") from None
+    except UnicodeDecodeError:
+        # The checker's message quotes a name that is not UTF-8 and cannot itself be decoded.
+        raise InputError(f"invalid ONNX model {path}: a name in it is not UTF-8 text") from None
     return proto
 
 
