@@ -8,6 +8,7 @@ through a repair.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,10 @@ def load_npz(path: str | Path, model: OnnxModel | None = None) -> Dataset:
                     f"(found {sorted(keys) or 'none'}); save with np.savez(path, x=..., y=...)"
                 )
             x, y = archive["x"], archive["y"]
+            # np.load hands back raw bytes for a member that is not in .npy format.
+            for key, value in (("x", x), ("y", y)):
+                if not isinstance(value, np.ndarray):
+                    raise InputError(f"{path}: {key!r} is not a saved numpy array")
     except InputError:
         raise
     except ValueError as exc:
@@ -57,8 +62,13 @@ def load_npz(path: str | Path, model: OnnxModel | None = None) -> Dataset:
                 f"{path}: holds pickled objects, which are refused; save plain numeric arrays"
             ) from None
         raise InputError(f"{path}: not a readable .npz file ({exc})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise InputError(f"{path}: not a readable .npz file ({type(exc).__name__})") from None
+    except (NotImplementedError, RuntimeError) as exc:
+        # zipfile's words for encrypted members and unknown compression methods or versions.
+        raise InputError(f"{path}: not a readable .npz file ({exc})") from None
+    except MemoryError:
+        raise InputError(f"{path}: an array is too large to load into memory") from None
     dataset = Dataset(x, y, str(path))
     validate(dataset, model)
     return dataset
