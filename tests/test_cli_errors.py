@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import re
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -337,11 +338,56 @@ def test_bad_bad_samples_refused(case: str, command: str, ws: Workspace) -> None
     ws.refuse(args, DATA_CASES[case][1])
 
 
-@pytest.mark.parametrize(
-    ("content", "pattern"),
-    [(b"", "not a readable"), (b"PK\x03\x04broken", "not a readable"), (b"x,y\n1,2\n", "zip")],
-)
-def test_unreadable_data_file_refused(content: bytes, pattern: str, ws: Workspace) -> None:
+def _zip(members: dict[str, bytes], method: int = zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=method) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _npy_header_only(shape: tuple[int, ...]) -> bytes:
+    """A .npy that declares `shape` but holds 16 bytes of data."""
+    buffer = io.BytesIO()
+    header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + bytes(16)
+
+
+def _unknown_compression() -> bytes:
+    raw = bytearray(_zip({"x.npy": _npy(X), "y.npy": _npy(Y)}))
+    for header in (b"PK\x03\x04", b"PK\x01\x02"):  # local and central headers
+        start = 0
+        while (start := raw.find(header, start)) >= 0:
+            offset = 8 if header == b"PK\x03\x04" else 10
+            raw[start + offset : start + offset + 2] = (99).to_bytes(2, "little")
+            start += 4
+    return bytes(raw)
+
+
+UNREADABLE_DATA: dict[str, tuple[bytes, str]] = {
+    "empty file": (b"", "not a readable"),
+    "broken zip": (b"PK\x03\x04broken", "not a readable"),
+    "csv text": (b"x,y\n1,2\n", "zip"),
+    "members not .npy": (_zip({"x.npy": b"1 2 3", "y.npy": b""}), "not a saved numpy array"),
+    "truncated member": (_zip({"x.npy": _npy(X)[:200], "y.npy": _npy(Y)}), "not a readable"),
+    "unknown compression": (_unknown_compression(), "not a readable"),
+    "declares 4 TiB": (
+        _zip({"x.npy": _npy_header_only((1 << 40,)), "y.npy": _npy(Y)}),
+        "too large|not a readable",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE_DATA))
+def test_unreadable_data_file_refused(case: str, ws: Workspace) -> None:
+    content, pattern = UNREADABLE_DATA[case]
     data = _write(ws.folder / "d.npz", content)
     ws.refuse(["evaluate", ws.model, "-d", data], pattern)
 
