@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import onnx.inliner
 import torch
 
 from inner_onnx.errors import InputError
@@ -35,8 +36,16 @@ def onnx_opset(proto: onnx.ModelProto) -> int:
     return 1
 
 
+def executable_model(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its local functions inlined (exporters may wrap modules as functions)."""
+    if not proto.functions:
+        return proto
+    return onnx.inliner.inline_local_functions(proto)
+
+
 def unsupported_nodes(proto: onnx.ModelProto) -> list[tuple[str, str]]:
     """(op_type, node name) of every node whose op the view cannot run at the model's opset."""
+    proto = executable_model(proto)
     opset = onnx_opset(proto)
     return [
         (node.op_type, name)
@@ -155,8 +164,9 @@ class TorchView(torch.nn.Module):
         check_supported(proto)
         self._proto = onnx.ModelProto()
         self._proto.CopyFrom(proto)
-        graph = self._proto.graph
-        opset = onnx_opset(self._proto)
+        executable = executable_model(self._proto)
+        graph = executable.graph
+        opset = onnx_opset(executable)
         initializers = {init.name: init for init in graph.initializer}
         taken: set[str] = set()
         self._parameter_keys: dict[str, str] = {}

@@ -373,3 +373,51 @@ def test_write_back_stores_exactly_the_parameter_values(data) -> None:
             assert new.HasField("raw_data") == original.HasField("raw_data")
         else:
             assert new.SerializeToString() == original.SerializeToString()
+
+
+def _model_with_local_function() -> onnx.ModelProto:
+    """A dense layer whose activation is a model-local function (as module-as-function exports)."""
+    rng = np.random.default_rng(5)
+    function = helper.make_function(
+        "local.blocks",
+        "ScaledRelu",
+        ["X", "S"],
+        ["Y"],
+        [
+            helper.make_node("Mul", ["X", "S"], ["scaled"]),
+            helper.make_node("Relu", ["scaled"], ["Y"]),
+        ],
+        [helper.make_opsetid("", 17)],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "dense.weight"], ["h"], name="dense"),
+            helper.make_node(
+                "ScaledRelu", ["h", "scale"], ["y"], name="act", domain="local.blocks"
+            ),
+        ],
+        "with_function",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [
+            numpy_helper.from_array(rng.standard_normal((6, 4)).astype(np.float32), "dense.weight"),
+            numpy_helper.from_array(np.float32([2.0]), "scale"),
+        ],
+    )
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local.blocks", 1)],
+        functions=[function],
+    )
+
+
+def test_model_local_functions_are_inlined_and_written_back_untouched() -> None:
+    model = _model_with_local_function()
+    assert unsupported_nodes(model) == []
+    x = np.random.default_rng(0).standard_normal((8, 6)).astype(np.float32)
+    assert parity_max_abs_diff(model, x) <= 1e-5
+    view = TorchView(model)
+    view(torch.from_numpy(x)).sum().backward()
+    assert view.parameter("dense.weight").grad.abs().sum() > 0
+    assert view.parameter("scale").grad is not None
+    assert view.write_back().SerializeToString() == model.SerializeToString()
