@@ -15,7 +15,7 @@ import io
 import os
 import re
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,21 @@ import onnx
 import pytest
 from conftest import run_cli, save_npz, tiny_cnn
 from onnx import TensorProto, helper, numpy_helper
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread while a test runs: on a busy 2-core machine a second intra-op
+    thread made a tiny repair 4-13x slower (1.0 s against 3.8-12.8 s, measured side by side)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def folder_state(folder: Path) -> dict[str, str]:

@@ -21,12 +21,15 @@ import pytest
 import torch
 from conftest import run_cli, save_npz
 from helpers import TinyTorchCNN, export_torch
+from test_cli_errors import one_torch_thread
 
 PATCH_ROW, PATCH_COL = 3, 6
 TARGET = 0
 # With every neuron of the tiny model's selected units in the fault set (--top-k 8),
 # six epochs remove the backdoor (ASR 1.0 -> 0.0 in a trial run); fewer keep the original.
 REPAIR_EPOCHS = 6
+
+pytestmark = pytest.mark.usefixtures(one_torch_thread.__name__)
 
 
 def bar_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,19 +81,19 @@ def backdoor_case(tmp_path: Path) -> dict[str, Path]:
     return {"model": model, "data": save_npz(tmp_path / "clean.npz", x=x, y=y), "patch": patch}
 
 
+def trigger_options(patch: Path) -> list[object]:
+    """The backdoor scenario with the fixture model's trigger stamped by the tool."""
+    trigger = f"patch:{patch}@{PATCH_ROW},{PATCH_COL}"
+    return ["--scenario", "backdoor", "--trigger", trigger, "--target-label", TARGET]
+
+
 def repair_args(case: dict[str, Path], output: Path, *extra: object) -> list[object]:
-    trigger = f"patch:{case['patch']}@{PATCH_ROW},{PATCH_COL}"
     return [
         "repair",
         case["model"],
         "-d",
         case["data"],
-        "--scenario",
-        "backdoor",
-        "--trigger",
-        trigger,
-        "--target-label",
-        TARGET,
+        *trigger_options(case["patch"]),
         "--top-k",
         8,
         "--epochs",
@@ -153,7 +156,7 @@ def test_same_seed_gives_identical_fault_set_in_another_process(
         [sys.executable, "-m", "inner_onnx", *map(str, args), "--seed", "5", "-q"],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        env={**os.environ, "PYTHONHASHSEED": "12345", "OMP_NUM_THREADS": "1"},
         check=False,
     )
     assert process.returncode == 0, process.stderr
