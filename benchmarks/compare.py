@@ -31,7 +31,7 @@ import torch
 
 from benchmarks.methods import Method, methods
 from benchmarks.models import MODELS, WEAK_CLASS, fashion_test
-from benchmarks.report import write_outputs
+from benchmarks.report import invocations, write_outputs
 from benchmarks.scenarios import SCENARIOS, Case, TestSplit, make_case
 from inner_onnx.evaluation import evaluate
 from inner_onnx.metrics import sensitivity
@@ -154,7 +154,6 @@ def machine() -> dict[str, object]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnx": onnx.__version__,
@@ -177,6 +176,8 @@ def configure(args: argparse.Namespace) -> Config:
         config = replace(config, seeds=args.seeds)
     if args.methods:
         config = replace(config, methods=tuple(args.methods))
+    if args.anp_iterations is not None:
+        config = replace(config, anp_iterations=args.anp_iterations)
     return config
 
 
@@ -190,6 +191,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budgets", nargs="+", type=int)
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--methods", nargs="+", choices=ALL_METHODS)
+    parser.add_argument("--anp-iterations", type=int)
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="add the cases not yet in the JSON to it (same settings), keep the earlier runs",
+    )
     parser.add_argument(
         "--report-only",
         action="store_true",
@@ -204,49 +211,86 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def describe(config: Config, settings: RepairSettings) -> dict[str, object]:
+    return {
+        "pairs": [list(p) for p in config.pairs],
+        "seeds": config.seeds,
+        "methods": list(config.methods),
+        "epochs": config.epochs,
+        "patience": config.patience,
+        "evaluation_size": config.evaluation_size,
+        "anp_iterations": config.anp_iterations,
+        "repair_settings": {
+            key: value for key, value in asdict(settings).items() if key != "localize"
+        },
+        "scenarios": {name: str(s.trigger or s.attack or "") for name, s in SCENARIOS.items()},
+        "models": {name: MODELS[name].description for name in {p[0] for p in config.pairs}},
+    }
+
+
+# What must match for appended runs to share tables with the earlier ones.
+SHARED_SETTINGS = ("epochs", "patience", "evaluation_size", "anp_iterations", "repair_settings")
+
+
+def start_payload(
+    path: Path, append: bool, invocation: dict[str, object], described: dict[str, object]
+) -> dict[str, object]:
+    """A new payload, or with --append the existing one with this invocation added."""
+    if not (append and path.is_file()):
+        return {
+            "invocations": [invocation],
+            "machine": machine(),
+            "library": library_state(),
+            "config": described,
+            "runs": [],
+        }
+    payload = json.loads(path.read_text())
+    payload["invocations"] = invocations(payload)
+    for key in ("command", "started", "finished"):
+        payload.pop(key, None)
+    config = payload["config"]
+    for key in SHARED_SETTINGS:
+        if config[key] != described[key]:
+            raise SystemExit(f"--append: {key} differs from {path} ({config[key]!r})")
+    payload["invocations"].append(invocation)
+    config["pairs"] += [p for p in described["pairs"] if p not in config["pairs"]]
+    config["models"].update(described["models"])
+    config["seeds"] = max(config["seeds"], described["seeds"])
+    payload.setdefault("library_appended", []).append(library_state())
+    return payload
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = configure(args)
     out = args.out or (BENCHMARKS_DIR / "cache" / "quick" if config.quick else BENCHMARKS_DIR)
     torch.set_num_threads(1)
     stem = "compare_quick" if config.quick else "compare"
+    json_path = out / "results" / f"{stem}.json"
     if args.report_only:
-        write_outputs(json.loads((out / "results" / f"{stem}.json").read_text()), out, stem)
+        write_outputs(json.loads(json_path.read_text()), out, stem)
         return 0
-    started = datetime.now(timezone.utc)
     command = "python -m benchmarks.compare " + " ".join(argv if argv is not None else sys.argv[1:])
+    invocation: dict[str, object] = {
+        "command": command.strip(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "load_average_at_start": os.getloadavg(),
+    }
     settings = RepairSettings(epochs=config.epochs, patience=config.patience)
+    payload = start_payload(json_path, args.append, invocation, describe(config, settings))
     chosen = [methods(config.anp_iterations)[name] for name in config.methods]
     x_test, y_test = fashion_test()
     split = TestSplit.cut(x_test, y_test, config.evaluation_size)
-    payload: dict[str, object] = {
-        "command": command.strip(),
-        "started": started.isoformat(timespec="seconds"),
-        "machine": machine(),
-        "library": library_state(),
-        "config": {
-            "pairs": [list(p) for p in config.pairs],
-            "seeds": config.seeds,
-            "methods": list(config.methods),
-            "epochs": config.epochs,
-            "patience": config.patience,
-            "evaluation_size": config.evaluation_size,
-            "anp_iterations": config.anp_iterations,
-            "repair_settings": {
-                key: value for key, value in asdict(settings).items() if key != "localize"
-            },
-            "scenarios": {name: str(s.trigger or s.attack or "") for name, s in SCENARIOS.items()},
-            "models": {name: MODELS[name].description for name in {p[0] for p in config.pairs}},
-        },
-        "runs": [],
-    }
     runs: list[dict[str, object]] = payload["runs"]  # type: ignore[assignment]
+    done = {(r["model"], r["scenario"], r["budget"], r["seed"]) for r in runs}
     loaded: dict[str, OnnxModel] = {}
     skipped: list[str] = payload.setdefault("not_run_deadline", [])  # type: ignore[assignment]
     # Seed-major: a run cut short by --deadline still covers every case with fewer seeds.
     for seed in range(config.seeds):
         for model_name, scenario_name, budgets in config.pairs:
             for budget in budgets:
+                if (model_name, scenario_name, budget, seed) in done:
+                    continue
                 name = f"{model_name} / {scenario_name} / budget {budget} / seed {seed}"
                 if args.deadline is not None and datetime.now(timezone.utc) >= args.deadline:
                     skipped.append(name)
@@ -264,12 +308,12 @@ def main(argv: list[str] | None = None) -> int:
                     replace(settings, seed=seed),
                 )
                 runs.extend(run_case(case, chosen))
-                payload["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                invocation["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
                 write_outputs(payload, out, stem)
     if skipped:
         write_outputs(payload, out, stem)
         log(f"deadline reached: {len(skipped)} cases not run")
-    log(f"wrote {out / 'results' / (stem + '.json')} and {out / 'RESULTS.md'}")
+    log(f"wrote {json_path} and {out / 'RESULTS.md'}")
     return 0
 
 

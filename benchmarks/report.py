@@ -174,6 +174,41 @@ def summary_lines(table: dict[Key, dict[str, dict]]) -> list[str]:
     return [*lines, ""]
 
 
+def overall_lines(table: dict[Key, dict[str, dict]]) -> list[str]:
+    """Per method, averaged over the cases it ran on (each case already a mean over seeds)."""
+    gathered: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for key, by_method in table.items():
+        kind = kind_of(key[1])
+        bad = BAD_METRIC[kind]
+        original = by_method["original"]
+        for rank, (method, _) in enumerate(ranking(kind, by_method), start=1):
+            metrics = by_method[method]
+            row = gathered[method]
+            row["rank"].append(rank)
+            row["accuracy"].append(metrics["clean_accuracy"][0] - original["clean_accuracy"][0])
+            row[kind].append(metrics[bad][0] - (0.0 if kind == "backdoor" else original[bad][0]))
+            row["changed"].append(metrics["weights_changed"][0])
+
+    def average(values: list[float], digits: int = 3, sign: str = "+") -> str:
+        if not values:
+            return "–"
+        return f"{sum(values) / len(values):{sign}.{digits}f} ({len(values)})"
+
+    lines = [
+        "| method | mean rank (cases) | Δ clean acc. | ASR after (backdoor) "
+        "| Δ robust acc. (adversarial) | Δ class-2 acc. (wrong) | weights changed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method in [m for m in LABELS if m in gathered]:
+        row = gathered[method]
+        lines.append(
+            f"| {LABELS[method]} | {average(row['rank'], 1, '')} | {average(row['accuracy'])} "
+            f"| {average(row['backdoor'], 3, '')} | {average(row['adversarial'])} "
+            f"| {average(row['wrong'])} | {sum(row['changed']) / len(row['changed']):,.0f} |"
+        )
+    return [*lines, ""]
+
+
 def delta(by_method: dict[str, dict], method: str, baseline: str, kind: str) -> str:
     if method not in by_method or baseline not in by_method:
         return "–"
@@ -225,6 +260,20 @@ def plot(table: dict[Key, dict[str, dict]], path: Path) -> None:
     plt.close(figure)
 
 
+def invocations(payload: dict) -> list[dict]:
+    """The runs that filled the JSON (older files: one command, machine-wide start time)."""
+    if "invocations" in payload:
+        return payload["invocations"]
+    return [
+        {
+            "command": payload["command"],
+            "started": payload["started"],
+            "finished": payload.get("finished"),
+            "load_average_at_start": payload["machine"]["load_average_at_start"],
+        }
+    ]
+
+
 def not_run_lines(payload: dict) -> list[str]:
     skipped = payload.get("not_run_deadline") or []
     if not skipped:
@@ -244,13 +293,18 @@ def section(payload: dict, stem: str, reading: str) -> str:
     lines = [
         SECTION,
         "",
-        f"Command: `{payload['command']}` (from the repository root, with the project's venv).",
-        f"Run: {payload['started']} to {payload.get('finished', '?')} (UTC).",
+        "Commands (from the repository root, with the project's venv; UTC):",
+        "",
+        *[
+            f"- `{run['command']}`: {run['started']} to {run.get('finished', '?')}, load "
+            f"average at start {', '.join(f'{v:.1f}' for v in run['load_average_at_start'])}"
+            for run in invocations(payload)
+        ],
+        "",
         f"Machine: {machine['platform']}, {machine['cpus']} CPUs, torch "
         f"{machine['torch']} ({machine['torch_threads']} thread), onnxruntime "
-        f"{machine['onnxruntime']}; load average at start "
-        f"{', '.join(f'{v:.1f}' for v in machine['load_average_at_start'])} (the machine was "
-        "shared with other jobs, so times are comparable within a run, not absolute).",
+        f"{machine['onnxruntime']}. It was shared with other jobs, so times compare methods "
+        "within a run, not machines.",
         "",
         "Every fine-tuning method is the library's `MaskedTrainer` (inner_onnx.repair) with "
         "the same data, validation split, early stopping and settings ("
@@ -278,6 +332,11 @@ def section(payload: dict, stem: str, reading: str) -> str:
         f"![ASR / accuracy trade-off per method](results/{stem}.png)",
         "",
         "### Summary",
+        "",
+        "Over all cases (number of cases in brackets; rank 1 is best by the objective above):",
+        "",
+        *overall_lines(table),
+        "Per case, and what restricting a method to INNER's fault set changes:",
         "",
         *summary_lines(table),
     ]
