@@ -7,6 +7,7 @@ Exit status: 0 done; 2 bad input or usage (one line on stderr, no traceback);
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import warnings
@@ -53,8 +54,19 @@ def _root(
     """Repair ONNX classifiers by optimizing only the neurons responsible (INNER)."""
 
 
+def _finite(value: object) -> object:
+    """NaN and infinities as null: strict JSON readers (jq, JavaScript) reject them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def print_json(payload: object) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    sys.stdout.write(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
 
 
 @app.command()
