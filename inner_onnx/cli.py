@@ -540,4 +540,7 @@ def main() -> None:
             raise
         err.print(f"internal error: {type(exc).__name__}: {_one_line(str(exc))}", markup=False)
         sys.exit(1)
+    if status == 130:
+        # typer turns Ctrl-C inside a command into a bare exit status 130.
+        err.print("interrupted", markup=False)
     sys.exit(status if isinstance(status, int) else 0)
