@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import io
+import json
 import os
 import re
 import zipfile
@@ -675,3 +676,51 @@ def test_inferred_input_range_covers_the_validation_split(ws: Workspace) -> None
     args = _repair(ws.model, data, ws.folder, "--scenario", "adversarial", "-q")
     status, _, err = ws.run([*args, "--attack", "fgsm:eps=0.05", "--seed", "0"])
     assert status == 0, err
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        ({"granularity": "layer"}, "granularity|fault set"),
+        ({"neurons": [{"unit": "Conv_0", "index": "1", "votes": 1}]}, "fault set|Conv_0"),
+        ({"neurons": [{"unit": "Conv_0", "index": 99, "votes": 1}]}, r"Conv_0\[99\] not in"),
+        ({"neurons": None}, "fault set"),
+        ({"units": [["Conv_0"]]}, "fault set"),
+        ({"model_sha256": "0" * 64}, "another model"),
+    ],
+)
+def test_bad_fault_set_refused(change: dict, pattern: str, ws: Workspace) -> None:
+    """A fault set edited by hand or made for another model: one line, before any work."""
+    from inner_onnx.faults import FaultNeuron, FaultSet, UnitScore
+    from inner_onnx.model import OnnxModel
+
+    model = OnnxModel.load(ws.model)
+    units = [UnitScore(u.name, 0.5, 0.9, True) for u in model.units]
+    neurons = [FaultNeuron(u.name, 1, 3) for u in model.units]
+    payload = FaultSet(model.sha256, "neuron", units, neurons).to_dict(model)
+    faults = ws.folder / "faults.json"
+    faults.write_text(json.dumps({**payload, **change}))
+    ws.refuse(
+        _repair(ws.model, ws.data, ws.folder, "--scenario", "wrong", "--faults", faults), pattern
+    )
+
+
+def test_unexpected_failure_is_one_line_with_exit_1(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug, not a bad input: exit 1 and one line; INNER_ONNX_DEBUG=1 shows the traceback."""
+    import inner_onnx.repair
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise ZeroDivisionError("somewhere deep")
+
+    monkeypatch.setattr(inner_onnx.repair, "repair", broken)
+    args = _repair(ws.model, ws.data, ws.folder, "--scenario", "wrong")
+    before = folder_state(ws.folder)
+    status, out, err = ws.run(args)
+    assert (status, out) == (1, "")
+    assert err.strip().splitlines() == ["internal error: ZeroDivisionError: somewhere deep"]
+    assert folder_state(ws.folder) == before
+    monkeypatch.setenv("INNER_ONNX_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        ws.run(args)

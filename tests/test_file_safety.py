@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -170,24 +171,34 @@ def test_output_written_through_a_temporary_file_in_the_target_folder(
     onnx.checker.check_model(onnx.load(output), full_check=True)
 
 
-def _disk_full(*_args: object) -> None:
-    raise OSError(errno.ENOSPC, "No space left on device")
+DISK_FULL = OSError(errno.ENOSPC, "No space left on device")
+# Where the write fails, how, and the exit status and stderr line the user gets.
+WRITE_FAILURES = {
+    "disk full at fsync": ("fsync", DISK_FULL, 1, "No space left on device"),
+    "disk full at rename": ("replace", DISK_FULL, 1, "No space left on device"),
+    "Ctrl-C at fsync": ("fsync", KeyboardInterrupt(), 130, "^interrupted$"),
+}
 
 
-@pytest.mark.parametrize("failing", ["fsync", "replace"])
+@pytest.mark.parametrize("failure", list(WRITE_FAILURES))
 def test_failed_write_keeps_the_old_output_and_leaves_no_temporary_file(
-    failing: str,
+    failure: str,
     inputs: dict[str, Path],
     previous_output: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    function, exception, expected_status, expected_line = WRITE_FAILURES[failure]
     before = folder_state(previous_output.parent)
-    monkeypatch.setattr(os, failing, _disk_full)
+
+    def failing(*_args: object) -> None:
+        raise exception
+
+    monkeypatch.setattr(os, function, failing)
     status, _, err = run_cli(_repair_args(inputs, previous_output, "--force"), capsys)
-    assert status == 1, err
-    assert "No space left on device" in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
+    assert status == expected_status, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and re.search(expected_line, lines[0]), err
     assert folder_state(previous_output.parent) == before
 
 

@@ -8,6 +8,7 @@ and a line naming the file.
 from __future__ import annotations
 
 import io
+import json
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -23,7 +24,9 @@ from hypothesis.extra import numpy as hnp
 
 from inner_onnx.data import Dataset, load_npz
 from inner_onnx.errors import InputError
+from inner_onnx.faults import FaultNeuron, FaultSet, UnitScore, load_faults
 from inner_onnx.model import OnnxModel
+from inner_onnx.specs import parse_trigger
 
 FUZZ = settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -200,3 +203,104 @@ def test_arbitrary_x_and_y_arrays(folder: Path, tiny_model: OnnxModel, x, y) -> 
     path = folder / "xy.npz"
     np.savez(path, x=x, y=y)
     load_data_bytes(folder, path.read_bytes(), tiny_model)
+
+
+# --- fault sets (`repair --faults`) ------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def valid_fault_payload(model: OnnxModel, granularity: str) -> dict:
+    units = [UnitScore(u.name, 0.5, 0.9, True) for u in model.units]
+    neurons = [FaultNeuron(u.name, 1, 3) for u in model.units]
+    weights = {u.name: [0, 2] for u in model.units} if granularity == "weight" else {}
+    faults = FaultSet(model.sha256, granularity, units, neurons, weights, {})
+    return json.loads(json.dumps(faults.to_dict(model)))
+
+
+def _paths(value: object, prefix: tuple = ()) -> list[tuple]:
+    """Every place in a JSON document where a value could be swapped."""
+    places = [prefix] if prefix else []
+    children = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else []
+    )
+    for key, child in children:
+        places += _paths(child, (*prefix, key))
+    return places
+
+
+@st.composite
+def mutated_fault_payload(draw: st.DrawFn, model: OnnxModel) -> dict:
+    payload = valid_fault_payload(model, draw(st.sampled_from(["neuron", "weight"])))
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(_paths(payload)))
+        parent = payload
+        for key in path[:-1]:
+            parent = parent[key]
+        if (
+            draw(st.booleans())
+            and isinstance(parent, dict)
+            and path[-1] not in ("format", "model_sha256")
+        ):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = draw(JSON_VALUES)
+    return payload
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_fault_sets(folder: Path, tiny_model: OnnxModel, data: st.DataObject) -> None:
+    path = folder / "faults.json"
+    path.write_text(json.dumps(data.draw(mutated_fault_payload(tiny_model))))
+    try:
+        faults = load_faults(path, tiny_model)
+        masks = faults.masks(tiny_model)
+    except InputError:
+        return
+    for name, mask in masks.items():
+        assert mask.shape == tuple(tiny_model.initializers[name].dims)
+
+
+# --- trigger patterns (`--trigger patch:FILE.npy@R,C`) -------------------------------------------
+
+
+@st.composite
+def npy_content(draw: st.DrawFn) -> bytes:
+    """A saved array, possibly cut short or with a byte changed; or a header declaring any shape."""
+    if draw(st.booleans()):
+        buffer = io.BytesIO()
+        np.save(buffer, draw(any_array()))
+        raw = bytearray(buffer.getvalue())
+        if draw(st.booleans()):
+            raw = raw[: draw(st.integers(0, len(raw)))]
+        if raw and draw(st.booleans()):
+            raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
+        return bytes(raw)
+    buffer = io.BytesIO()
+    shape = tuple(draw(st.lists(st.integers(0, 1 << 40), min_size=1, max_size=3)))
+    header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + draw(st.binary(max_size=64))
+
+
+@FUZZ
+@given(raw=npy_content())
+def test_trigger_pattern_files(folder: Path, raw: bytes) -> None:
+    path = folder / "pattern.npy"
+    path.write_bytes(raw)
+    try:
+        spec = parse_trigger(f"patch:{path}@0,0")
+    except InputError:
+        return
+    assert spec.pattern.dtype == np.float32 and np.isfinite(spec.pattern).all()
