@@ -260,3 +260,31 @@ def test_new_output_has_the_permissions_a_plain_write_would_give(
         os.umask(previous)
     assert status == 0, err
     assert stat.S_IMODE(output.stat().st_mode) == 0o644
+
+
+def test_external_data_model_gives_a_standalone_output_elsewhere(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Weights in a side file: the repaired model written to another folder must not point
+    back at (or need) that file, and the side file stays as it was."""
+    source = tmp_path / "external"
+    source.mkdir()
+    model = source / "model.onnx"
+    onnx.save(
+        onnx.load(inputs["model"]),
+        model,
+        save_as_external_data=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
+    weights_before = folder_state(source)
+    (tmp_path / "out").mkdir()
+    output = tmp_path / "out" / "repaired.onnx"
+    args = _repair_args(inputs, output)
+    args[1] = model
+    status, _, err = run_cli(args, capsys)
+    assert status == 0, err
+    assert folder_state(source) == weights_before
+    written = onnx.load(output, load_external_data=False)
+    assert all(t.data_location == onnx.TensorProto.DEFAULT for t in written.graph.initializer)
+    assert OnnxModel.load(output).units
