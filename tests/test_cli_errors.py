@@ -739,3 +739,22 @@ def test_unexpected_failure_is_one_line_with_exit_1(
     monkeypatch.setenv("INNER_ONNX_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         ws.run(args)
+
+
+@pytest.mark.parametrize("command", ["inspect", "evaluate"])
+def test_data_the_model_cannot_run_on_refused(
+    command: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Every input axis dynamic: the shape check passes 3-channel images to a 1-channel Conv.
+
+    onnxruntime's refusal is the user's data not fitting the model: exit 2, one line,
+    and onnxruntime's own error log (written to file descriptor 2) kept off stderr.
+    """
+    model = tiny_cnn()
+    for dim in model.graph.input[0].type.tensor_type.shape.dim:
+        dim.ClearField("dim_value")
+        dim.dim_param = "any"
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(model, path)
+    data = save_npz(tmp_path / "rgb.npz", x=RNG.random((6, 3, 8, 8)).astype(np.float32), y=Y[:6])
+    assert_refused([command, path, "-d", data], capfd, tmp_path, "channels|shape")
