@@ -111,7 +111,11 @@ def inspect(
         stdout.print(f"torch view vs onnxruntime, max abs diff: {info['parity_max_abs_diff']:.2e}")
 
 
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")]
+# numpy refuses negative seeds and torch seeds past 2**63, deep inside a run: check up front.
+SeedOpt = Annotated[
+    int,
+    typer.Option("--seed", min=0, max=2**32 - 1, help="Random seed (same seed, same result)."),
+]
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto | cpu | cuda (onnxruntime provider; CPU fallback).")
 ]
@@ -489,6 +493,8 @@ def demo(
     from inner_onnx.samples import sample_dir
 
     sample = sample_dir("torch_badnets")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"--output-dir is a file, not a folder: {output_dir}")
     output_dir.mkdir(parents=True, exist_ok=True)
     output = output_dir / "torch_badnets_repaired.onnx"
     stdout.print(
