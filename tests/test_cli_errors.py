@@ -550,6 +550,12 @@ def test_malformed_or_unfit_trigger_spec(
         ),
         (["--scenario", "wrong", "--epochs", "many"], "epochs"),
         (["--scenario", "wrong", "--seed", "1.5"], "seed"),
+        (["--scenario", "wrong", "--seed", "-1"], "seed"),
+        (["--scenario", "wrong", "--seed", str(2**70)], "seed"),
+        (
+            ["--scenario", "adversarial", "--attack", "fgsm:eps=0.1", "--clip", "-1e300,1e300"],
+            "clip",
+        ),
         (["--scenario", "wrong", "--no-such-option"], "no-such-option"),
         ([], "scenario"),
     ],
@@ -569,6 +575,7 @@ def test_bad_repair_options(
         (["--target-label", "1"], "--target-label needs --bad"),
         (["--attack", "fgsm:eps=0.1", "--clip", "a,b"], "--clip"),
         (["--device", "tpu"], "device"),
+        (["--attack", "fgsm:eps=0.1", "--seed", "-5"], "seed"),
     ],
 )
 def test_bad_evaluate_options(options: list[str], pattern: str, ws: Workspace) -> None:
@@ -758,3 +765,14 @@ def test_data_the_model_cannot_run_on_refused(
     onnx.save(model, path)
     data = save_npz(tmp_path / "rgb.npz", x=RNG.random((6, 3, 8, 8)).astype(np.float32), y=Y[:6])
     assert_refused([command, path, "-d", data], capfd, tmp_path, "channels|shape")
+
+
+def test_demo_output_dir_that_is_a_file(ws: Workspace) -> None:
+    ws.refuse(["demo", "--output-dir", ws.data, "-q"], "output")
+
+
+def test_pgd_eps_larger_than_the_input_range_runs(ws: Workspace) -> None:
+    """eps past the valid range is legal (the range clips it) and must not overflow."""
+    args = ["evaluate", ws.model, "-d", ws.data, "--attack", "pgd:eps=1e308,steps=1", "-q"]
+    status, _, err = ws.run(args)
+    assert status == 0, err
