@@ -39,6 +39,15 @@ def check_output_path(output: str | Path, inputs: Iterable[str | Path], force: b
         raise InputError(f"output folder does not exist: {output.parent}")
     if output.exists() and not force:
         raise InputError(f"output {output} exists; pass --force to overwrite it")
+    # Permissions alone do not tell (root, read-only or virtual file systems): try it now,
+    # before the work, the way the final write will (a temporary file in the folder).
+    try:
+        with tempfile.NamedTemporaryFile(dir=resolved.parent, prefix=f".{output.name}."):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"cannot write in the output folder {output.parent}: {exc.strerror}"
+        ) from None
     return output
 
 
