@@ -776,3 +776,12 @@ def test_pgd_eps_larger_than_the_input_range_runs(ws: Workspace) -> None:
     args = ["evaluate", ws.model, "-d", ws.data, "--attack", "pgd:eps=1e308,steps=1", "-q"]
     status, _, err = ws.run(args)
     assert status == 0, err
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs")
+@pytest.mark.parametrize("command", ["repair", "localize"])
+def test_output_folder_that_cannot_be_written(command: str, ws: Workspace) -> None:
+    """sysfs refuses new files even to root: say so before the work, not after it."""
+    args = _commands(ws.model, ws.data, ws.folder)[command]
+    args[args.index("-o") + 1] = Path("/sys/kernel/inner_onnx_out")
+    ws.refuse(args, "cannot write")
