@@ -704,7 +704,7 @@ def test_inferred_input_range_covers_the_validation_split(ws: Workspace) -> None
     ("change", "pattern"),
     [
         ({"granularity": "layer"}, "granularity|fault set"),
-        ({"neurons": [{"unit": "Conv_0", "index": "1", "votes": 1}]}, "fault set|Conv_0"),
+        ({"neurons": [{"unit": "Conv_0", "index": "1", "votes": 1}]}, "fault set|Conv_0|whole number"),
         ({"neurons": [{"unit": "Conv_0", "index": 99, "votes": 1}]}, r"Conv_0\[99\] not in"),
         ({"neurons": None}, "fault set"),
         ({"units": [["Conv_0"]]}, "fault set"),

@@ -162,3 +162,19 @@ def test_same_seed_gives_identical_fault_set_in_another_process(
     assert process.returncode == 0, process.stderr
     assert outputs[0].read_bytes() == outputs[1].read_bytes()
     assert json.loads(outputs[0].read_text())["neurons"], "no fault neurons found"
+
+
+def test_repair_does_not_depend_on_the_torch_thread_count(
+    backdoor_case: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Machines differ in cores: a pipeline rerun elsewhere must get the same model.
+
+    Parallel reductions sum in another order on another thread count, so the
+    repair has to pin its own thread count for this to hold.
+    """
+    outputs = {threads: tmp_path / f"threads_{threads}.onnx" for threads in (1, 2)}
+    for threads, output in outputs.items():
+        torch.set_num_threads(threads)
+        status, _, err = run_cli([*repair_args(backdoor_case, output), "--seed", 3, "-q"], capsys)
+        assert status == 0, err
+    assert outputs[1].read_bytes() == outputs[2].read_bytes()
