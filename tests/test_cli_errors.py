@@ -516,7 +516,8 @@ def test_malformed_or_unfit_trigger_spec(
 
 @pytest.mark.parametrize(
     ("options", "pattern"),
-    [
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+    argvalues=[
         (["--scenario", "poison"], "unknown scenario 'poison'"),
         (["--scenario", ""], "unknown scenario"),
         (["--scenario", "backdoor"], "needs --bad or --trigger"),
@@ -570,7 +571,8 @@ def test_bad_repair_options(
 
 @pytest.mark.parametrize(
     ("options", "pattern"),
-    [
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+    argvalues=[
         (["--target-label", "9", "--bad", "{data}"], "out of range"),
         (["--target-label", "1"], "--target-label needs --bad"),
         (["--attack", "fgsm:eps=0.1", "--clip", "a,b"], "--clip"),
@@ -702,9 +704,13 @@ def test_inferred_input_range_covers_the_validation_split(ws: Workspace) -> None
 
 @pytest.mark.parametrize(
     ("change", "pattern"),
-    [
+    ids=lambda value: ",".join(value) if isinstance(value, dict) else "",
+    argvalues=[
         ({"granularity": "layer"}, "granularity|fault set"),
-        ({"neurons": [{"unit": "Conv_0", "index": "1", "votes": 1}]}, "fault set|Conv_0|whole number"),
+        (
+            {"neurons": [{"unit": "Conv_0", "index": "1", "votes": 1}]},
+            "fault set|Conv_0|whole number",
+        ),
         ({"neurons": [{"unit": "Conv_0", "index": 99, "votes": 1}]}, r"Conv_0\[99\] not in"),
         ({"neurons": None}, "fault set"),
         ({"units": [["Conv_0"]]}, "fault set"),
