@@ -12,6 +12,7 @@ Results are float32, inside the valid input range `clip` and within `eps`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -33,9 +34,11 @@ def parse_clip(text: str) -> tuple[float, float]:
         lo, hi = map(float, text.split(","))  # a count other than two fails the unpacking
     except ValueError:
         lo = hi = math.nan
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+    limit = float(np.finfo(np.float32).max)
+    if not (math.isfinite(lo) and math.isfinite(hi) and -limit <= lo < hi <= limit):
         raise InputError(
-            f"malformed --clip {text!r}: expected LO,HI, two numbers with LO < HI (e.g. 0,1)"
+            f"malformed --clip {text!r}: expected LO,HI, two float32 numbers with LO < HI "
+            "(e.g. 0,1)"
         )
     return lo, hi
 
@@ -168,4 +171,11 @@ def generate(
     **kw: object,
 ) -> np.ndarray:
     """Adversarial examples for `spec`; `kw`: batch_size, progress, seed (PGD's random start)."""
+    # A step or ball wider than the valid range is clipped to it anyway; capping it keeps
+    # float32 arithmetic (and the random start) finite for any eps the user writes.
+    width = clip[1] - clip[0]
+    capped = {
+        name: min(getattr(spec, name), width) for name in ("eps", "alpha") if hasattr(spec, name)
+    }
+    spec = dataclasses.replace(spec, **capped)
     return GENERATORS[type(spec)](spec, forward, x, y, clip, **kw)

@@ -110,6 +110,8 @@ class FaultSet:
                 f"{str(payload.get('model_sha256'))[:12]}…, this model {model.sha256[:12]}…); "
                 "run localize on this model"
             )
+        if payload.get("granularity") not in ("neuron", "weight"):
+            raise InputError(f"{source}: granularity must be 'neuron' or 'weight'")
         try:
             units = [UnitScore(**u) for u in payload["units"]]
             neurons = [FaultNeuron(**n) for n in payload["neurons"]]
@@ -122,17 +124,29 @@ class FaultSet:
                 {k: list(v) for k, v in payload.get("unit_votes", {}).items()},
                 dict(payload.get("settings", {})),
             )
-        except (KeyError, TypeError) as exc:
-            raise InputError(f"{source}: malformed fault set ({exc})") from None
-        faults.validate(model, source)
+            faults.validate(model, source)
+            faults.masks(model)  # a dry run: every index usable on its tensor
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise InputError(
+                f"{source}: malformed fault set ({type(exc).__name__}: {exc})"
+            ) from None
         return faults
 
     def validate(self, model: OnnxModel, source: str = "faults") -> None:
         units = {u.name: u for u in model.units}
         for neuron in self.neurons:
             unit: Unit | None = units.get(neuron.unit)
+            if isinstance(neuron.index, bool) or not isinstance(neuron.index, int):
+                raise InputError(f"{source}: neuron index {neuron.index!r} is not a whole number")
             if unit is None or not 0 <= neuron.index < unit.neurons:
                 raise InputError(f"{source}: neuron {neuron.unit}[{neuron.index}] not in the model")
+        for name, indices in self.weight_indices.items():
+            unit = units.get(name)
+            size = int(np.prod(model.initializers[unit.weight].dims)) if unit is not None else 0
+            if unit is None or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < size for i in indices
+            ):
+                raise InputError(f"{source}: weight indices of {name!r} are not in the model")
 
     def save(self, path: str | Path, model: OnnxModel) -> None:
         from inner_onnx.fileio import write_json_atomic

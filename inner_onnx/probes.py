@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inner_onnx.errors import InputError
+
 # Channels whose spread is below this (dead Relu channels, constants) are only centred.
 MIN_STD = 1e-8
 # Below this many feature values a fit is a few hundred tiny matmuls, which extra
@@ -166,7 +168,7 @@ def holdout_split(count: int, holdout: float, seed: int) -> tuple[np.ndarray, np
     if not 0 < holdout < 1:
         raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout}")
     if count < 2:
-        raise ValueError(f"probes need at least 2 samples to hold some out, got {count}")
+        raise InputError(f"probes need at least 2 clean samples to hold some out, got {count}")
     order = np.random.default_rng(seed).permutation(count)
     held = min(max(1, round(holdout * count)), count - 1)
     return np.sort(order[held:]), np.sort(order[:held])

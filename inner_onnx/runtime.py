@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OrtFail
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
 
 from inner_onnx.data import check_layout
 from inner_onnx.errors import InputError
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 DEVICES = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-ERROR_LOGS_ONLY = 3
+ERROR_LOGS_ONLY = 4
 
 Progress = Callable[[int], None]
 
@@ -200,7 +202,14 @@ class Runner:
             if fixed and count < fixed:
                 padding = np.zeros((fixed - count, *batch.shape[1:]), dtype=dtype)
                 batch = np.concatenate([batch, padding])
-            outputs = session.run(list(names), {input_name: batch})
+            try:
+                outputs = session.run(list(names), {input_name: batch})
+            except (OrtFail, OrtInvalidArgument) as exc:
+                first = str(exc).strip().splitlines()[0]
+                raise InputError(
+                    f"onnxruntime cannot run the model on inputs of shape "
+                    f"[N, {', '.join(map(str, x.shape[1:]))}]: {first}"
+                ) from None
             yield rows, [output[:count] for output in outputs]
 
     def capture(

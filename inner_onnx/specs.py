@@ -144,6 +144,8 @@ def load_pattern(path: Path) -> np.ndarray:
         raise ValueError(f"{path} is not a readable .npy file ({exc})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path} is not a readable .npy file ({type(exc).__name__})") from None
+    except MemoryError:
+        raise ValueError(f"{path} declares an array too large to load") from None
     if not isinstance(loaded, np.ndarray):
         loaded.close()
         raise ValueError(f"{path} is an .npz archive; save the one pattern array with np.save")

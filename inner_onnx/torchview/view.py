@@ -282,10 +282,19 @@ def parity_max_abs_diff(proto: onnx.ModelProto, x: np.ndarray) -> float:
     """Largest |view - onnxruntime| over all graph outputs on the batch `x` (CPU provider)."""
     import onnxruntime
 
+    from inner_onnx.errors import InputError
+    from inner_onnx.runtime import OrtFail, OrtInvalidArgument, session_options
+
     session = onnxruntime.InferenceSession(
-        proto.SerializeToString(), providers=["CPUExecutionProvider"]
+        proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"]
     )
-    expected = session.run(None, {session.get_inputs()[0].name: x})
+    try:
+        expected = session.run(None, {session.get_inputs()[0].name: x})
+    except (OrtFail, OrtInvalidArgument) as exc:
+        raise InputError(
+            f"onnxruntime cannot run the model on inputs of shape {list(x.shape)}: "
+            f"{str(exc).strip().splitlines()[0]}"
+        ) from None
     view = TorchView(proto)
     with torch.no_grad():
         got = view(torch.from_numpy(x))
