@@ -334,10 +334,7 @@ def find_units(graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]
         output = node.output[0]
         if node.op_type == "MatMul":
             bias, output = _matmul_bias(output, neurons, consumers, initializers, outputs, bias)
-        activation = output
-        followers = consumers.get(output, [])
-        if len(followers) == 1 and followers[0].op_type in ACTIVATION_OPS and output not in outputs:
-            activation = followers[0].output[0]
+        activation = _activation_after(output, consumers, initializers, outputs)
         parameters = int(np.prod(dims)) + (
             int(np.prod(initializers[bias].dims)) if bias is not None else 0
         )
@@ -347,6 +344,32 @@ def find_units(graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]
             )
         )
     return units
+
+
+def _activation_after(
+    output: str,
+    consumers: dict[str, list[onnx.NodeProto]],
+    initializers: dict[str, onnx.TensorProto],
+    graph_outputs: set[str],
+) -> str:
+    """The unit's activation tensor: past per-channel affine nodes (a BatchNormalization, or
+    the Mul/Add pair a folded one becomes in Keras and tf2onnx graphs) to the element-wise
+    activation after them; the unit's own output when no activation follows."""
+    tensor = output
+    while tensor not in graph_outputs:
+        followers = consumers.get(tensor, [])
+        if len(followers) != 1:
+            break
+        node = followers[0]
+        if node.op_type in ACTIVATION_OPS:
+            return node.output[0]
+        constant_operand = node.op_type in ("Mul", "Add") and any(
+            name in initializers for name in node.input if name != tensor
+        )
+        if node.op_type != "BatchNormalization" and not constant_operand:
+            break
+        tensor = node.output[0]
+    return output
 
 
 def _matmul_bias(
