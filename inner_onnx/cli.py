@@ -143,6 +143,10 @@ GranularityOpt = Annotated[
     str, typer.Option("--granularity", help="Routing gates per neuron or per weight element.")
 ]
 LayersOpt = Annotated[int, typer.Option("--layers", help="How many units to select (top-L).")]
+ThreadsOpt = Annotated[
+    int,
+    typer.Option("--threads", help="Torch threads; results are byte-identical for a given count."),
+]
 TopKOpt = Annotated[
     int | None,
     typer.Option("--top-k", help="Fault neurons (or weights) kept per unit; default 10% of it."),
@@ -257,6 +261,7 @@ def localize(
     granularity: GranularityOpt = "neuron",
     layers: LayersOpt = 3,
     top_k: TopKOpt = None,
+    threads: ThreadsOpt = 1,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
@@ -277,7 +282,9 @@ def localize(
     model = _load_checked(model_path)
     source = _bad_source(scenario, bad, trigger, attack, target_label, clip)
     source.check(model)
-    settings = LocalizeSettings(layers, RoutingSettings(granularity=granularity, top_k=top_k), seed)
+    settings = LocalizeSettings(
+        layers, RoutingSettings(granularity=granularity, top_k=top_k), seed, threads=threads
+    )
     check_output_path(output, [model_path, data, *([bad] if bad else [])], force)
     clean = load_npz(data, model)
     reporter = _reporter(quiet or as_json)
@@ -355,8 +362,9 @@ def run_repair(
     granularity="neuron",
     layers=3,
     top_k=None,
-    epochs=30,
+    epochs=20,
     val_fraction=0.2,
+    threads=1,
     eval_data=None,
     eval_bad=None,
     report_dir=None,
@@ -382,7 +390,7 @@ def run_repair(
         validation_fraction=val_fraction,
         seed=seed,
         localize=LocalizeSettings(
-            layers, RoutingSettings(granularity=granularity, top_k=top_k), seed
+            layers, RoutingSettings(granularity=granularity, top_k=top_k), seed, threads=threads
         ),
     )
     inputs = [p for p in (model_path, data, bad, faults_path, eval_data, eval_bad) if p]
@@ -432,7 +440,8 @@ def repair_command(
     granularity: GranularityOpt = "neuron",
     layers: LayersOpt = 3,
     top_k: TopKOpt = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Most epochs (early stop).")] = 30,
+    threads: ThreadsOpt = 1,
+    epochs: Annotated[int, typer.Option("--epochs", help="Most epochs (early stop).")] = 20,
     val_fraction: Annotated[
         float, typer.Option("--val-fraction", help="Share of -d held out for early stopping.")
     ] = 0.2,
@@ -467,6 +476,7 @@ def repair_command(
         granularity=granularity,
         layers=layers,
         top_k=top_k,
+        threads=threads,
         epochs=epochs,
         val_fraction=val_fraction,
         eval_data=eval_data,

@@ -6,9 +6,12 @@ routing backpropagates through the torch view.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import torch
 
 from inner_onnx.data import Dataset
 from inner_onnx.errors import InputError
@@ -22,12 +25,27 @@ from inner_onnx.selection import layer_scores, select_layers
 from inner_onnx.torchview import TorchView
 
 
+@contextmanager
+def pinned_threads(count: int) -> Iterator[None]:
+    """Run torch on `count` threads: float sums differ with the thread count, and the same
+    inputs and seed must give the same bytes on any machine."""
+    if count < 1:
+        raise InputError(f"--threads must be at least 1, got {count}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @dataclass(frozen=True)
 class LocalizeSettings:
     layers: int = 3
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     seed: int = 0
     probe_holdout: float = 0.2
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if self.layers < 1:
@@ -65,6 +83,18 @@ def localize(
     bad: Dataset,
     settings: LocalizeSettings,
     reporter: Reporter = QUIET,
+) -> Localization:
+    with pinned_threads(settings.threads):
+        return _localize(runner, view, clean, bad, settings, reporter)
+
+
+def _localize(
+    runner: Runner,
+    view: TorchView,
+    clean: Dataset,
+    bad: Dataset,
+    settings: LocalizeSettings,
+    reporter: Reporter,
 ) -> Localization:
     model: OnnxModel = runner.model
     probes, clean_features, clean_scores = fit_probes(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from inner_onnx import __version__
+from inner_onnx.attacks import input_range
 from inner_onnx.data import Dataset
 from inner_onnx.errors import InputError
 from inner_onnx.evaluation import EvaluationSet, evaluate, logits_forward
 from inner_onnx.faults import FaultSet
-from inner_onnx.localize import LocalizeSettings, fit_probes, localize
+from inner_onnx.localize import LocalizeSettings, fit_probes, localize, pinned_threads
 from inner_onnx.metrics import (
     Metrics,
     accuracy,
@@ -49,16 +50,25 @@ KD_TEMPERATURE = 3.0
 @dataclass(frozen=True)
 class RepairSettings:
     method: str = "inner"
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 64
     # bad samples per batch, as a share of the clean ones
     bad_fraction: float = 0.25
-    learning_rate: float = 2e-3
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    # Triggered samples start with huge losses (the backdoor's logit dominates): clipping keeps
+    # the first steps from wrecking the clean behaviour.
+    max_grad_norm: float = 1.0
     validation_fraction: float = 0.2
     patience: int = 5
     asr_target: float = 0.02
     accuracy_tolerance: float = 0.005
-    probe_loss_weight: float = 1.0
+    fairness_tolerance: float = 0.01
+    probe_loss_weight: float = 0.2
+    # Output-level terms: CE on bad samples (weighted) and, on clean samples, CE plus
+    # distillation from the original model, which keeps what the model did right.
+    bad_loss_weight: float = 0.2
+    clean_distillation_weight: float = 3.0
     seed: int = 0
     localize: LocalizeSettings = field(default_factory=LocalizeSettings)
 
@@ -83,7 +93,7 @@ class ProbeTerm:
 @dataclass
 class EpochRecord:
     epoch: int
-    loss: float
+    loss: float | None  # None before training (epoch 0)
     val_accuracy: float
     val_bad: float | None  # ASR (backdoor with target), robust or bad-sample accuracy
     val_fairness_gap: float
@@ -106,19 +116,20 @@ class ValidationSplit:
 
     def measure(
         self, forward: Callable[[torch.Tensor], torch.Tensor], num_classes: int, seed: int
-    ) -> tuple[float, float | None, float]:
+    ) -> Measurement:
         pred = _predict(forward, self.clean.x)
         acc = accuracy(pred, self.clean.y)
         gap = fairness_gap(per_class_accuracy(pred, self.clean.y, num_classes))
         if self.scenario == "adversarial":
             x_adv = self.bad.regenerate(forward, self.clean.x, self.clean.y, seed)
-            return acc, accuracy(_predict(forward, x_adv), self.clean.y), gap
+            return Measurement(acc, accuracy(_predict(forward, x_adv), self.clean.y), gap)
         if self.scenario == "wrong":
-            return acc, None, gap
+            return Measurement(acc, None, gap)
         bad_pred = _predict(forward, self.bad.data.x)
         if self.bad.target_label is not None:
-            return acc, attack_success_rate(bad_pred, self.bad.data.y, self.bad.target_label), gap
-        return acc, accuracy(bad_pred, self.bad.data.y), gap
+            asr = attack_success_rate(bad_pred, self.bad.data.y, self.bad.target_label)
+            return Measurement(acc, asr, gap)
+        return Measurement(acc, accuracy(bad_pred, self.bad.data.y), gap)
 
 
 def _predict(
@@ -131,28 +142,94 @@ def _predict(
     return np.concatenate(out)
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """Validation figures after an epoch: accuracy, the scenario's bad figure, fairness gap."""
+
+    accuracy: float
+    bad: float | None
+    gap: float
+
+
 def objective(
-    scenario: str,
-    has_target: bool,
-    acc: float,
-    bad: float | None,
-    gap: float,
-    reference_acc: float,
-    tolerance: float,
+    scenario: str, has_target: bool, now: Measurement, start: Measurement, settings: RepairSettings
 ) -> float:
-    """Higher is better; an accuracy loss beyond the tolerance costs three times its size."""
-    penalty = 3.0 * max(0.0, reference_acc - tolerance - acc)
+    """Higher is better. Losing accuracy beyond the tolerance costs three times the loss, and a
+    wider fairness gap than the original's (beyond the tolerance) costs its size."""
+    penalty = 3.0 * max(0.0, start.accuracy - settings.accuracy_tolerance - now.accuracy)
+    penalty += max(0.0, now.gap - start.gap - settings.fairness_tolerance)
     if scenario == "backdoor":
-        return acc - (bad if has_target else -bad) - penalty  # type: ignore[operator]
+        bad = now.bad if has_target else -now.bad  # ASR goes down; bad-sample accuracy up
+        return now.accuracy - bad - penalty  # type: ignore[operator]
     if scenario == "adversarial":
-        return acc + bad - penalty  # type: ignore[operator]
-    return acc - gap - penalty
+        return now.accuracy + now.bad - penalty  # type: ignore[operator]
+    return now.accuracy - now.gap - penalty
 
 
-def make_optimizer(parameters: list[torch.nn.Parameter], settings: RepairSettings):
-    # Masked-out values must not move: no weight decay, and zero gradients leave Adam's
-    # moments at zero, so their step is exactly zero.
-    return torch.optim.Adam(parameters, lr=settings.learning_rate)
+def backdoor_targets_met(now: Measurement, start: Measurement, settings: RepairSettings) -> bool:
+    return (
+        now.bad is not None
+        and now.bad <= settings.asr_target
+        and now.accuracy >= start.accuracy - settings.accuracy_tolerance
+        and now.gap <= start.gap + settings.fairness_tolerance
+    )
+
+
+def make_optimizer(
+    parameters: list[torch.nn.Parameter], settings: RepairSettings
+) -> torch.optim.Optimizer:
+    # Masked-out values must not move: no weight decay, and their zero gradients keep the
+    # momentum buffers at zero, so their step is exactly zero.
+    return torch.optim.SGD(parameters, lr=settings.learning_rate, momentum=settings.momentum)
+
+
+class BatchSource:
+    """Mini-batches of (clean x, clean y, original clean logits, bad x, bad y).
+
+    Each epoch walks the clean training data once; bad samples cycle alongside, a fixed
+    share of each batch. Adversarial bad samples are made afresh against the current
+    weights for every batch.
+    """
+
+    def __init__(
+        self,
+        view: TorchView,
+        clean: Dataset,
+        bad: BadSamples,
+        scenario: str,
+        settings: RepairSettings,
+    ):
+        self.bad = bad
+        self.scenario = scenario
+        self.batch_size = settings.batch_size
+        self.bad_batch = max(1, round(settings.batch_size * settings.bad_fraction))
+        self.rng = np.random.default_rng(settings.seed)
+        self.x_clean = torch.from_numpy(clean.x)
+        self.y_clean = torch.from_numpy(clean.y.astype(np.int64))
+        with torch.no_grad():
+            self.original_logits = torch.cat(
+                [view(self.x_clean[i : i + 512]) for i in range(0, len(self.x_clean), 512)]
+            )
+        self.x_bad = torch.from_numpy(bad.data.x)
+        self.y_bad = torch.from_numpy(bad.data.y.astype(np.int64))
+
+    def epoch(
+        self, generator: torch.Generator, forward: Callable[[torch.Tensor], torch.Tensor]
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
+        order = torch.randperm(len(self.x_clean), generator=generator)
+        bad_order = torch.randperm(len(self.x_bad), generator=generator)
+        for index, start in enumerate(range(0, len(order), self.batch_size)):
+            rows = order[start : start + self.batch_size]
+            xc, yc = self.x_clean[rows], self.y_clean[rows]
+            if self.scenario == "adversarial":
+                seed = int(self.rng.integers(1 << 31))
+                xb = torch.from_numpy(self.bad.regenerate(forward, xc.numpy(), yc.numpy(), seed))
+                yb = yc
+            else:
+                window = torch.arange(index * self.bad_batch, (index + 1) * self.bad_batch)
+                pick = bad_order[window % len(bad_order)]
+                xb, yb = self.x_bad[pick], self.y_bad[pick]
+            yield xc, yc, self.original_logits[rows], xb, yb
 
 
 class MaskedTrainer:
@@ -186,7 +263,12 @@ class MaskedTrainer:
         return self.view(x)
 
     def _loss(
-        self, x_clean: torch.Tensor, y_clean: torch.Tensor, x_bad: torch.Tensor, y_bad: torch.Tensor
+        self,
+        x_clean: torch.Tensor,
+        y_clean: torch.Tensor,
+        original_clean: torch.Tensor,
+        x_bad: torch.Tensor,
+        y_bad: torch.Tensor,
     ) -> torch.Tensor:
         captures = [self.units[t.unit_name].activation for t in self.probe_terms]
         x = torch.cat([x_clean, x_bad])
@@ -194,8 +276,16 @@ class MaskedTrainer:
             logits, captured = self.view(x, capture=captures)
         else:
             logits, captured = self.view(x), {}
-        loss = F.cross_entropy(logits[: len(x_clean)], y_clean) + F.cross_entropy(
-            logits[len(x_clean) :], y_bad
+        clean_logits = logits[: len(x_clean)]
+        loss = (
+            F.cross_entropy(clean_logits, y_clean)
+            + self.settings.clean_distillation_weight
+            * F.kl_div(
+                F.log_softmax(clean_logits, dim=1),
+                F.softmax(original_clean, dim=1),
+                reduction="batchmean",
+            )
+            + self.settings.bad_loss_weight * F.cross_entropy(logits[len(x_clean) :], y_bad)
         )
         for term in self.probe_terms:
             unit = self.units[term.unit_name]
@@ -224,81 +314,52 @@ class MaskedTrainer:
     ) -> TrainOutcome:
         settings = self.settings
         generator = torch.Generator().manual_seed(settings.seed)
-        rng = np.random.default_rng(settings.seed)
         optimizer = make_optimizer(self.trainable, settings)
         has_target = train_bad.target_label is not None
-        num_classes = self.model.num_classes
-        acc0, bad0, gap0 = validation.measure(self.forward_logits, num_classes, settings.seed)
-        history = [EpochRecord(0, float("nan"), acc0, bad0, gap0)]
-        best = (
-            objective(scenario, has_target, acc0, bad0, gap0, acc0, settings.accuracy_tolerance),
-            0,
-        )
+        start = validation.measure(self.forward_logits, self.model.num_classes, settings.seed)
+        history = [EpochRecord(0, None, start.accuracy, start.bad, start.gap)]
+        best_score, kept_epoch = objective(scenario, has_target, start, start, settings), 0
         best_state = self._snapshot()
         stale = 0
         stopped_early = False
-        x_clean = torch.from_numpy(train_clean.x)
-        y_clean = torch.from_numpy(train_clean.y.astype(np.int64))
-        x_bad_all = torch.from_numpy(train_bad.data.x)
-        y_bad_all = torch.from_numpy(train_bad.data.y.astype(np.int64))
-        bad_batch = max(1, round(settings.batch_size * settings.bad_fraction))
+        batches = BatchSource(self.view, train_clean, train_bad, scenario, settings)
         with reporter.step("repair epochs", settings.epochs) as advance:
             for epoch in range(1, settings.epochs + 1):
-                order = torch.randperm(len(x_clean), generator=generator)
-                bad_order = torch.randperm(len(x_bad_all), generator=generator)
-                total, batches = 0.0, 0
-                for index, start in enumerate(range(0, len(order), settings.batch_size)):
-                    rows = order[start : start + settings.batch_size]
-                    xc, yc = x_clean[rows], y_clean[rows]
-                    if scenario == "adversarial":
-                        self.view.eval()
-                        xb = torch.from_numpy(
-                            train_bad.regenerate(
-                                self.forward_logits,
-                                xc.numpy(),
-                                yc.numpy(),
-                                int(rng.integers(1 << 31)),
-                            )
-                        )
-                        yb = yc
-                    else:
-                        pick = bad_order[
-                            torch.arange(index * bad_batch, (index + 1) * bad_batch)
-                            % len(bad_order)
-                        ]
-                        xb, yb = x_bad_all[pick], y_bad_all[pick]
+                # Linear decay to a tenth: late epochs settle instead of oscillating.
+                for group in optimizer.param_groups:
+                    group["lr"] = settings.learning_rate * (
+                        1 - 0.9 * (epoch - 1) / max(1, settings.epochs - 1)
+                    )
+                losses = []
+                for batch in batches.epoch(generator, self.forward_logits):
                     optimizer.zero_grad(set_to_none=True)
-                    loss = self._loss(xc, yc, xb, yb)
+                    loss = self._loss(*batch)
                     loss.backward()
+                    torch.nn.utils.clip_grad_norm_(self.trainable, settings.max_grad_norm)
                     optimizer.step()
-                    total += float(loss.detach())
-                    batches += 1
-                acc, bad, gap = validation.measure(
-                    self.forward_logits, num_classes, settings.seed + epoch
+                    losses.append(float(loss.detach()))
+                now = validation.measure(
+                    self.forward_logits, self.model.num_classes, settings.seed + epoch
                 )
-                history.append(EpochRecord(epoch, total / max(batches, 1), acc, bad, gap))
+                history.append(
+                    EpochRecord(epoch, float(np.mean(losses)), now.accuracy, now.bad, now.gap)
+                )
                 advance(1)
-                score = objective(
-                    scenario, has_target, acc, bad, gap, acc0, settings.accuracy_tolerance
-                )
-                if score > best[0]:
-                    best, best_state, stale = (score, epoch), self._snapshot(), 0
-                else:
-                    stale += 1
-                if (
+                score = objective(scenario, has_target, now, start, settings)
+                met = (
                     scenario == "backdoor"
                     and has_target
-                    and bad is not None
-                    and (bad <= settings.asr_target and acc >= acc0 - settings.accuracy_tolerance)
-                ):
-                    best, best_state = (score, epoch), self._snapshot()
-                    stopped_early = True
-                    break
-                if stale >= settings.patience:
-                    stopped_early = True
+                    and backdoor_targets_met(now, start, settings)
+                )
+                if score > best_score or met:
+                    best_score, kept_epoch, best_state, stale = score, epoch, self._snapshot(), 0
+                else:
+                    stale += 1
+                if met or stale >= settings.patience:
+                    stopped_early = epoch < settings.epochs
                     break
         self._restore(best_state)
-        return TrainOutcome(history, best[1], stopped_early)
+        return TrainOutcome(history, kept_epoch, stopped_early)
 
     def _snapshot(self) -> list[torch.Tensor]:
         return [p.detach().clone() for p in self.trainable]
@@ -437,10 +498,27 @@ def repair(
     reporter: Reporter = QUIET,
 ) -> RepairResult:
     """Repair `model`; the result's proto is checked and every "after" number is onnxruntime's."""
+    with pinned_threads(settings.localize.threads):
+        return _repair(model, clean, source, settings, faults, evaluation, device, reporter)
+
+
+def _repair(
+    model: OnnxModel,
+    clean: Dataset,
+    source: BadSource,
+    settings: RepairSettings,
+    faults: FaultSet | None,
+    evaluation: EvaluationSet | None,
+    device: str,
+    reporter: Reporter,
+) -> RepairResult:
     started = time.perf_counter()
     torch.manual_seed(settings.seed)
     runner = Runner(model, device)
     view = TorchView(model.proto, outputs=[model.logits_name]).eval()
+    if source.attack is not None and source.clip is None:
+        # One valid range for every split: the training part alone may not span the rest.
+        source = replace(source, clip=input_range(clean.x, None))
     train_rows, held_rows = split_indices(clean.y, settings.validation_fraction, settings.seed)
     train, held = clean.subset(train_rows), clean.subset(held_rows)
     train_bad, held_bad = _split_bad(
