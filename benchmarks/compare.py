@@ -252,11 +252,12 @@ def start_payload(
     for key in SHARED_SETTINGS:
         if config[key] != described[key]:
             raise SystemExit(f"--append: {key} differs from {path} ({config[key]!r})")
+    if payload["library"]["sha256"] != library_state()["sha256"]:
+        raise SystemExit(f"--append: INNER's files changed since {path} was written; run afresh")
     payload["invocations"].append(invocation)
     config["pairs"] += [p for p in described["pairs"] if p not in config["pairs"]]
     config["models"].update(described["models"])
     config["seeds"] = max(config["seeds"], described["seeds"])
-    payload.setdefault("library_appended", []).append(library_state())
     return payload
 
 
