@@ -360,9 +360,9 @@ def run_repair(
     method="inner",
     seed=0,
     granularity="neuron",
-    layers=3,
+    layers=None,
     top_k=None,
-    epochs=20,
+    epochs=None,
     val_fraction=0.2,
     threads=1,
     eval_data=None,
@@ -377,21 +377,21 @@ def run_repair(
     from inner_onnx.evaluation import EvaluationSet
     from inner_onnx.faults import load_faults
     from inner_onnx.fileio import check_output_path, write_bytes_atomic
-    from inner_onnx.localize import LocalizeSettings
-    from inner_onnx.repair import RepairSettings, repair
-    from inner_onnx.routing import RoutingSettings
+    from inner_onnx.repair import repair, settings_for
 
     model = _load_checked(model_path)
     source = _bad_source(scenario, bad, trigger, attack, target_label, clip)
     source.check(model)
-    settings = RepairSettings(
+    settings = settings_for(
+        source.scenario,
         method=method,
-        epochs=epochs,
-        validation_fraction=val_fraction,
         seed=seed,
-        localize=LocalizeSettings(
-            layers, RoutingSettings(granularity=granularity, top_k=top_k), seed, threads=threads
-        ),
+        epochs=epochs,
+        layers=layers,
+        granularity=granularity,
+        top_k=top_k,
+        validation_fraction=val_fraction,
+        threads=threads,
     )
     inputs = [p for p in (model_path, data, bad, faults_path, eval_data, eval_bad) if p]
     check_output_path(output, inputs, force)
@@ -438,10 +438,16 @@ def repair_command(
     ] = "inner",
     seed: SeedOpt = 0,
     granularity: GranularityOpt = "neuron",
-    layers: LayersOpt = 3,
+    layers: Annotated[
+        int | None,
+        typer.Option("--layers", help="Units to select (top-L); default 3, adversarial 4."),
+    ] = None,
     top_k: TopKOpt = None,
     threads: ThreadsOpt = 1,
-    epochs: Annotated[int, typer.Option("--epochs", help="Most epochs (early stop).")] = 20,
+    epochs: Annotated[
+        int | None,
+        typer.Option("--epochs", help="Most epochs (early stop); default per scenario (20, 30)."),
+    ] = None,
     val_fraction: Annotated[
         float, typer.Option("--val-fraction", help="Share of -d held out for early stopping.")
     ] = 0.2,

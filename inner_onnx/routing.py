@@ -40,8 +40,9 @@ class RoutingSettings:
     step_size: float = 0.01
     l1: float = 0.005
     max_samples: int = 100
-    # neurons (or weight elements) kept per unit; None: 10% of the unit, at least one
+    # neurons (or weight elements) kept per unit; None: `top_fraction` of the unit, at least one
     top_k: int | None = None
+    top_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
@@ -50,9 +51,13 @@ class RoutingSettings:
             )
         if self.top_k is not None and self.top_k < 1:
             raise InputError(f"--top-k must be at least 1, got {self.top_k}")
+        if not 0 < self.top_fraction <= 1:
+            raise InputError(f"top fraction must be in (0, 1], got {self.top_fraction}")
 
     def keep(self, size: int) -> int:
-        return min(size, self.top_k if self.top_k is not None else max(1, math.ceil(size / 10)))
+        if self.top_k is not None:
+            return min(size, self.top_k)
+        return max(1, math.ceil(size * self.top_fraction))
 
 
 def unit_subgraph(model: OnnxModel, unit: Unit) -> tuple[onnx.ModelProto, str]:

@@ -1,0 +1,105 @@
+"""The repair targets of each scenario on the bundled samples, measured through onnxruntime.
+
+    .venv/bin/python benchmarks/repair_targets.py [--seed 0] [--only NAME]
+
+Every figure is computed by onnxruntime on the repaired model as written, on the held-out
+`eval.npz` (and `eval_bad.npz`) of each sample, which repair never sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from inner_onnx.data import load_npz
+from inner_onnx.evaluation import EvaluationSet
+from inner_onnx.model import OnnxModel
+from inner_onnx.repair import repair, settings_for
+from inner_onnx.samples import SAMPLES_ROOT
+from inner_onnx.scenarios import BadSource
+from inner_onnx.specs import parse_attack
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    sample: str
+    scenario: str
+
+
+CASES = [
+    Case("backdoor, PyTorch export", "torch_badnets", "backdoor"),
+    Case("backdoor, Keras export", "keras_badnets", "backdoor"),
+    Case("adversarial, FGSM eps=0.2", "torch_mnist_clean", "adversarial"),
+    Case("wrong predictions, weak class", "torch_weak_class", "wrong"),
+]
+
+
+def run(case: Case, seed: int) -> dict[str, object]:
+    folder: Path = SAMPLES_ROOT / case.sample
+    model = OnnxModel.load(folder / "model.onnx")
+    clean = load_npz(folder / "clean.npz", model)
+    data = load_npz(folder / "eval.npz", model)
+    if case.scenario == "backdoor":
+        source = BadSource.from_options("backdoor", bad_path=folder / "bad.npz", target_label=0)
+        evaluation = EvaluationSet(data, load_npz(folder / "eval_bad.npz", model), 0, name="eval")
+    elif case.scenario == "adversarial":
+        attack = parse_attack("fgsm:eps=0.2")
+        source = BadSource.from_options("adversarial", attack=attack, clip=(0.0, 1.0))
+        evaluation = EvaluationSet(data, attack=attack, clip=(0.0, 1.0), name="eval")
+    else:
+        source = BadSource.from_options("wrong")
+        evaluation = EvaluationSet(data, name="eval")
+    started = time.perf_counter()
+    settings = settings_for(case.scenario, seed=seed)
+    result = repair(model, clean, source, settings, evaluation=evaluation)
+    seconds = time.perf_counter() - started
+    before, after = result.before, result.after
+    return {
+        "case": case.name,
+        "before": before,
+        "after": after,
+        "changed": result.changed_count / result.weights_total,
+        "seconds": seconds,
+    }
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", help="run the cases whose sample folder is this")
+    args = parser.parse_args()
+    print(
+        "| case | accuracy | min class acc. | fairness gap | ASR | robust acc. "
+        "| weights changed | seconds |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for case in CASES:
+        if args.only and case.sample != args.only:
+            continue
+        row = run(case, args.seed)
+        b, a = row["before"], row["after"]
+        present_b = [v for v in b.per_class_accuracy if v is not None]
+        present_a = [v for v in a.per_class_accuracy if v is not None]
+
+        def pair(before: float | None, after: float | None) -> str:
+            return f"{_cell(before)} → {_cell(after)}"
+
+        print(
+            f"| {row['case']} | {pair(b.accuracy, a.accuracy)} "
+            f"| {pair(min(present_b), min(present_a))} "
+            f"| {pair(b.fairness_gap, a.fairness_gap)} | {pair(b.asr, a.asr)} "
+            f"| {pair(b.robust_accuracy, a.robust_accuracy)} "
+            f"| {100 * row['changed']:.2f}% | {row['seconds']:.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
