@@ -1,10 +1,12 @@
 """Tables, the trade-off plot and the RESULTS.md section from the benchmark's runs.
 
 Runs are aggregated over seeds as mean ± standard deviation (sample std; 0
-with one seed). Methods are ranked per case with the objective repair itself
-stops on (`inner_onnx.repair.objective`): accuracy minus ASR for backdoors,
-plus robust accuracy for attacks, minus the fairness gap for wrong
-predictions, an accuracy loss beyond one point costing three times its size.
+with one seed). Methods are ranked per case by `score`: clean accuracy minus
+ASR for backdoors, plus robust accuracy for attacks, minus the fairness gap
+for wrong predictions; an accuracy loss beyond one point costs three times its
+size, and a fairness gap wider than the original's by more than five points
+costs its size (a backdoor "removed" by wrecking the target class is no
+repair).
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from inner_onnx.fileio import write_json_atomic
-from inner_onnx.repair import objective
 
 SECTION = "## INNER vs other repair methods"
 ACCURACY_TOLERANCE = 0.01
+GAP_TOLERANCE = 0.05
 KINDS = {"badnets": "backdoor", "blend": "backdoor", "fgsm": "adversarial", "pgd": "adversarial"}
 BAD_METRIC = {"backdoor": "asr", "adversarial": "robust_accuracy", "wrong": "weak_accuracy"}
 BAD_LABEL = {
@@ -87,23 +89,20 @@ def aggregate(runs: list[dict]) -> dict[Key, dict[str, dict[str, tuple[float, fl
     }
 
 
-def score(kind: str, metrics: dict[str, tuple[float, float, int]], reference: float) -> float:
-    bad = metrics[BAD_METRIC[kind]][0] if kind != "wrong" else None
-    return objective(
-        kind,
-        True,
-        metrics["clean_accuracy"][0],
-        bad,
-        metrics["fairness_gap"][0],
-        reference,
-        ACCURACY_TOLERANCE,
-    )
+def score(kind: str, metrics: dict[str, tuple[float, float, int]], original: dict) -> float:
+    """Higher is better (see the module docstring); means over seeds go in."""
+    accuracy, gap = metrics["clean_accuracy"][0], metrics["fairness_gap"][0]
+    penalty = 3.0 * max(0.0, original["clean_accuracy"][0] - ACCURACY_TOLERANCE - accuracy)
+    if kind == "wrong":
+        return accuracy - gap - penalty
+    penalty += max(0.0, gap - original["fairness_gap"][0] - GAP_TOLERANCE)
+    bad = metrics[BAD_METRIC[kind]][0]
+    return accuracy + (bad if kind == "adversarial" else -bad) - penalty
 
 
 def ranking(kind: str, by_method: dict[str, dict]) -> list[tuple[str, float]]:
-    reference = by_method["original"]["clean_accuracy"][0]
     scored = [
-        (method, score(kind, metrics, reference))
+        (method, score(kind, metrics, by_method["original"]))
         for method, metrics in by_method.items()
         if method != "original"
     ]
@@ -333,10 +332,16 @@ def section(payload: dict, stem: str, reading: str) -> str:
         "",
         "### Summary",
         "",
-        "Over all cases (number of cases in brackets; rank 1 is best by the objective above):",
+        "Over all cases (number of cases in brackets). Rank 1 is best by a score: clean "
+        "accuracy − ASR (backdoor), + robust accuracy (adversarial), − fairness gap (wrong); "
+        "an accuracy loss beyond 1 point costs 3× its size, and for backdoor and adversarial "
+        "a fairness gap wider than the original's by more than 5 points costs its size (a "
+        "backdoor removed by wrecking the target class is no repair).",
         "",
         *overall_lines(table),
-        "Per case, and what restricting a method to INNER's fault set changes:",
+        "Per case, and what restricting a method to INNER's fault set changes (Δ bad metric: "
+        "ASR for backdoors, lower is better; robust or class-2 accuracy otherwise, higher is "
+        "better):",
         "",
         *summary_lines(table),
     ]
