@@ -9,7 +9,7 @@ repair may change a value.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +77,18 @@ class FaultSet:
         for neuron in self.neurons:
             grouped.setdefault(neuron.unit, []).append(neuron.index)
         return grouped
+
+    def within_budget(self, model: OnnxModel, fraction: float) -> FaultSet:
+        """Drop the least-voted neurons until the set covers at most `fraction` of all unit
+        weights (neuron granularity; at least one neuron stays)."""
+        total = sum(u.parameters for u in model.units)
+        kept = list(self.neurons)
+        per_neuron = {u.name: u.parameters // u.neurons for u in model.units}
+        covered = sum(per_neuron[n.unit] for n in kept)
+        while len(kept) > 1 and covered > fraction * total:
+            dropped = kept.pop()  # neurons are sorted by votes, most first
+            covered -= per_neuron[dropped.unit]
+        return replace(self, neurons=kept)
 
     def weights_covered(self, model: OnnxModel) -> int:
         return int(sum(mask.sum() for mask in self.masks(model).values()))

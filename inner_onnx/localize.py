@@ -46,6 +46,9 @@ class LocalizeSettings:
     seed: int = 0
     probe_holdout: float = 0.2
     threads: int = 1
+    # a small change is the point of INNER: the fault set covers at most this share of the
+    # unit weights (None: no limit)
+    max_weight_fraction: float | None = 0.1
 
     def __post_init__(self) -> None:
         if self.layers < 1:
@@ -138,4 +141,6 @@ def _localize(
         unit_votes,
         record,
     )
+    if settings.max_weight_fraction is not None and settings.routing.granularity == "neuron":
+        faults = faults.within_budget(model, settings.max_weight_fraction)
     return Localization(faults, probes)

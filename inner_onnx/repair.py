@@ -69,7 +69,7 @@ class RepairSettings:
     # Output-level terms: CE on bad samples (weighted) and, on clean samples, CE plus
     # distillation from the original model, which keeps what the model did right.
     bad_loss_weight: float = 0.2
-    clean_distillation_weight: float = 3.0
+    clean_distillation_weight: float = 10.0
     seed: int = 0
     localize: LocalizeSettings = field(default_factory=LocalizeSettings)
 
@@ -97,6 +97,7 @@ SCENARIO_DEFAULTS: dict[str, dict[str, object]] = {
         "clean_distillation_weight": 0.0,
         "layers": 4,
         "top_fraction": 0.5,
+        "max_weight_fraction": None,
     },
 }
 
@@ -125,6 +126,9 @@ def settings_for(
         routing,
         seed,
         threads=threads,
+        max_weight_fraction=defaults.pop(  # type: ignore[arg-type]
+            "max_weight_fraction", LocalizeSettings.max_weight_fraction
+        ),
     )
     defaults.pop("layers", None)
     if epochs is not None:
