@@ -46,8 +46,8 @@ class LocalizeSettings:
     seed: int = 0
     probe_holdout: float = 0.2
     threads: int = 1
-    # a small change is the point of INNER: the fault set covers at most this share of the
-    # unit weights (None: no limit)
+    # a small change is the point of INNER: unless the user sets --top-k, the fault set covers
+    # at most this share of the unit weights (None: no limit)
     max_weight_fraction: float | None = 0.1
 
     def __post_init__(self) -> None:
@@ -141,6 +141,7 @@ def _localize(
         unit_votes,
         record,
     )
-    if settings.max_weight_fraction is not None and settings.routing.granularity == "neuron":
+    budgeted = settings.routing.granularity == "neuron" and settings.routing.top_k is None
+    if settings.max_weight_fraction is not None and budgeted:
         faults = faults.within_budget(model, settings.max_weight_fraction)
     return Localization(faults, probes)
