@@ -24,7 +24,7 @@ from benchmarks.scenarios import Case
 from inner_onnx.faults import FaultNeuron, FaultSet
 from inner_onnx.model import OnnxModel, Unit
 from inner_onnx.progress import QUIET
-from inner_onnx.repair import MaskedTrainer, ProbeTerm, _probe_terms, fault_masks
+from inner_onnx.repair import MaskedTrainer, ProbeTerm, fault_masks, probe_terms_for_faults
 from inner_onnx.torchview import TorchView
 
 Masks = dict[str, np.ndarray]
@@ -73,7 +73,7 @@ def all_neurons(units: list[Unit]) -> list[tuple[str, int]]:
 
 def inner(case: Case) -> onnx.ModelProto:
     faults = case.faults
-    terms = _probe_terms(case.runner, case.train, faults, case.settings, QUIET)
+    terms = probe_terms_for_faults(case.runner, case.train, faults, case.settings, QUIET)
     return fine_tune(case, faults.masks(case.model), terms)
 
 

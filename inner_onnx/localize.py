@@ -59,6 +59,10 @@ class LocalizeSettings:
 class Localization:
     faults: FaultSet
     probes: ProbeSet
+    # what the probes were fitted on: pooled clean features per unit, and which clean samples
+    # the model gets right (repair's distillation teachers come from them)
+    clean_features: dict[str, np.ndarray]
+    clean_correct: np.ndarray
 
 
 def fit_probes(
@@ -77,6 +81,21 @@ def fit_probes(
     with reporter.step("probes", len(chosen)) as advance:
         probes = ProbeSet().fit(capture.pooled, clean.y, model.num_classes, seed, holdout, advance)
     return probes, capture.pooled, capture.scores
+
+
+def probes_for_faults(
+    runner: Runner,
+    clean: Dataset,
+    faults: FaultSet,
+    settings: LocalizeSettings,
+    reporter: Reporter = QUIET,
+) -> Localization:
+    """A fault set read from a file, with its selected units' probes fitted afresh."""
+    with pinned_threads(settings.threads):
+        probes, features, scores = fit_probes(
+            runner, clean, faults.selected_units, settings.seed, settings.probe_holdout, reporter
+        )
+    return Localization(faults, probes, features, scores.argmax(axis=1) == clean.y)
 
 
 def localize(
@@ -144,4 +163,4 @@ def _localize(
     budgeted = settings.routing.granularity == "neuron" and settings.routing.top_k is None
     if settings.max_weight_fraction is not None and budgeted:
         faults = faults.within_budget(model, settings.max_weight_fraction)
-    return Localization(faults, probes)
+    return Localization(faults, probes, clean_features, clean_correct)

@@ -28,7 +28,13 @@ from inner_onnx.data import Dataset
 from inner_onnx.errors import InputError
 from inner_onnx.evaluation import EvaluationSet, evaluate, logits_forward
 from inner_onnx.faults import FaultSet
-from inner_onnx.localize import LocalizeSettings, fit_probes, localize, pinned_threads
+from inner_onnx.localize import (
+    Localization,
+    LocalizeSettings,
+    localize,
+    pinned_threads,
+    probes_for_faults,
+)
 from inner_onnx.metrics import (
     Metrics,
     accuracy,
@@ -589,10 +595,11 @@ def _repair(
     probe_terms: list[ProbeTerm] = []
     if settings.method == "inner":
         if faults is None:
-            faults = localize(
-                runner, view, train, train_bad.data, settings.localize, reporter
-            ).faults
-        probe_terms = _probe_terms(runner, train, faults, settings, reporter)
+            found = localize(runner, view, train, train_bad.data, settings.localize, reporter)
+            faults = found.faults
+            probe_terms = _probe_terms(found, train.y, model.num_classes)
+        else:
+            probe_terms = probe_terms_for_faults(runner, train, faults, settings, reporter)
     else:
         faults = None
     if evaluation is None:
@@ -635,24 +642,33 @@ def _repair(
     return result
 
 
-def _probe_terms(
-    runner: Runner, train: Dataset, faults: FaultSet, settings: RepairSettings, reporter: Reporter
+def probe_terms_for_faults(
+    runner: Runner,
+    train: Dataset,
+    faults: FaultSet,
+    settings: RepairSettings,
+    reporter: Reporter = QUIET,
 ) -> list[ProbeTerm]:
-    selected = faults.selected_units
-    probes, features, scores = fit_probes(
-        runner, train, selected, settings.seed, settings.localize.probe_holdout, reporter
-    )
-    correct = scores.argmax(axis=1) == train.y
-    num_classes = runner.model.num_classes
+    """Probe terms for a given fault set (read from a file, or made by another method)."""
+    found = probes_for_faults(runner, train, faults, settings.localize, reporter)
+    return _probe_terms(found, train.y, runner.model.num_classes)
+
+
+def _probe_terms(found: Localization, labels: np.ndarray, num_classes: int) -> list[ProbeTerm]:
+    """The selected units' probes, each with its per-class teachers."""
     return [
         ProbeTerm(
             name,
-            probes.probes[name],
+            found.probes.probes[name],
             teacher_distributions(
-                probes.probes[name], features[name], train.y, correct, num_classes
+                found.probes.probes[name],
+                found.clean_features[name],
+                labels,
+                found.clean_correct,
+                num_classes,
             ),
         )
-        for name in selected
+        for name in found.faults.selected_units
     ]
 
 
