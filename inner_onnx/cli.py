@@ -285,7 +285,8 @@ def localize(
     settings = LocalizeSettings(
         layers, RoutingSettings(granularity=granularity, top_k=top_k), seed, threads=threads
     )
-    check_output_path(output, [model_path, data, *([bad] if bad else [])], force)
+    trigger_file = [source.trigger.path] if source.trigger is not None else []
+    check_output_path(output, [model_path, data, *([bad] if bad else []), *trigger_file], force)
     clean = load_npz(data, model)
     reporter = _reporter(quiet or as_json)
     runner = Runner(model, device)
@@ -326,7 +327,7 @@ def localize(
     )
 
 
-def _print_repair(summary: dict, output: Path, seconds: float) -> None:
+def _print_repair(summary: dict) -> None:
     stdout.print(_metrics_rows(summary["before"], summary["after"]))
     changed = summary["changed_weights"]
     stdout.print(f"evaluated on: {summary['evaluated_on']}")
@@ -338,11 +339,14 @@ def _print_repair(summary: dict, output: Path, seconds: float) -> None:
     stdout.print(
         f"changed weights: {changed['count']} ({100 * changed['fraction']:.2f}%) in "
         f"{len(changed['tensors'])} tensors; epochs: {summary['epochs_run']}, kept "
-        f"epoch {summary['kept_epoch']}; {seconds:.1f} s"
+        f"epoch {summary['kept_epoch']}; {summary['seconds']:.1f} s"
     )
     stdout.print(
-        f"[bold green]repaired model written to {output}[/] (checked, verified in onnxruntime)"
+        f"[bold green]repaired model written to {summary['output']}[/] (checked, verified in "
+        "onnxruntime)"
     )
+    if summary.get("report"):
+        stdout.print(f"report: {summary['report']}")
 
 
 def run_repair(
@@ -393,10 +397,21 @@ def run_repair(
         validation_fraction=val_fraction,
         threads=threads,
     )
+    if faults_path is not None and method != "inner":
+        raise InputError("--faults applies only to --method inner")
+    trigger_file = [source.trigger.path] if source.trigger is not None else []
     inputs = [p for p in (model_path, data, bad, faults_path, eval_data, eval_bad) if p]
+    inputs += trigger_file
     check_output_path(output, inputs, force)
-    if report_dir is not None and not Path(report_dir).parent.resolve().is_dir():
-        raise InputError(f"report folder's parent does not exist: {report_dir}")
+    if report_dir is not None:
+        report_dir = Path(report_dir)
+        if report_dir.exists() and not report_dir.is_dir():
+            raise InputError(f"report path is a file, not a folder: {report_dir}")
+        if not report_dir.parent.resolve().is_dir():
+            raise InputError(f"report folder's parent does not exist: {report_dir}")
+        for name in ("report.html", "report.json"):
+            if (report_dir / name).exists():
+                check_output_path(report_dir / name, inputs, force)
     clean = load_npz(data, model)
     faults = load_faults(faults_path, model) if faults_path else None
     evaluation = None
@@ -495,7 +510,7 @@ def repair_command(
     if as_json:
         print_json(summary)
     else:
-        _print_repair(summary, output, summary["seconds"])
+        _print_repair(summary)
 
 
 @app.command()
@@ -530,7 +545,7 @@ def demo(
         force=True,
         quiet=quiet,
     )
-    _print_repair(summary, output, summary["seconds"])
+    _print_repair(summary)
 
 
 def _one_line(message: str) -> str:

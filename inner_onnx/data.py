@@ -77,7 +77,7 @@ def load_npz(path: str | Path, model: OnnxModel | None = None) -> Dataset:
 def validate(dataset: Dataset, model: OnnxModel | None = None) -> None:
     x, y, name = dataset.x, dataset.y, dataset.source or "data"
     if x.dtype != np.float32:
-        if x.dtype.kind in "fiu" and x.dtype != np.bool_:
+        if x.dtype.kind in "fiu":
             raise InputError(
                 f"{name}: x is {x.dtype}, expected float32 already preprocessed "
                 "(convert with x.astype(np.float32) after scaling)"

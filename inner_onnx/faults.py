@@ -73,7 +73,8 @@ class FaultSet:
         return masks
 
     def _neurons_by_unit(self) -> dict[str, list[int]]:
-        grouped: dict[str, list[int]] = {}
+        # at weight granularity a unit may keep weights whose neurons got no vote
+        grouped: dict[str, list[int]] = {name: [] for name in self.weight_indices}
         for neuron in self.neurons:
             grouped.setdefault(neuron.unit, []).append(neuron.index)
         return grouped

@@ -8,7 +8,6 @@ folder, never an existing file without `--force`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -16,14 +15,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from inner_onnx.errors import InputError
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_output_path(output: str | Path, inputs: Iterable[str | Path], force: bool) -> Path:

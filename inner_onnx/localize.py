@@ -29,8 +29,6 @@ from inner_onnx.torchview import TorchView
 def pinned_threads(count: int) -> Iterator[None]:
     """Run torch on `count` threads: float sums differ with the thread count, and the same
     inputs and seed must give the same bytes on any machine."""
-    if count < 1:
-        raise InputError(f"--threads must be at least 1, got {count}")
     before = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
@@ -53,6 +51,8 @@ class LocalizeSettings:
     def __post_init__(self) -> None:
         if self.layers < 1:
             raise InputError(f"--layers must be at least 1, got {self.layers}")
+        if self.threads < 1:
+            raise InputError(f"--threads must be at least 1, got {self.threads}")
 
 
 @dataclass

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import numpy_helper
 
 from inner_onnx.errors import InputError
 
@@ -112,10 +111,6 @@ class OnnxModel:
     @property
     def opsets(self) -> dict[str, int]:
         return {(o.domain or "ai.onnx"): o.version for o in self.proto.opset_import}
-
-    @property
-    def opset(self) -> int:
-        return self.opsets.get("ai.onnx", 1)
 
     def unit(self, name: str) -> Unit:
         for unit in self.units:
@@ -318,14 +313,18 @@ def find_units(graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]
         if node.op_type == "Conv":
             axis = 0
         elif node.op_type == "ConvTranspose":
-            axis = 1  # weight is [C_in, C_out/group, k...]
+            if _attr(node, "group", 1) != 1:
+                # an output channel of a grouped transposed conv is a block over two weight
+                # axes, not a slice of one: not a unit neuron repair can mask
+                continue
+            axis = 1  # weight is [C_in, C_out, k...]
         elif node.op_type == "Gemm":
             axis = 0 if _attr(node, "transB", 0) else 1
         else:
             if len(dims) != 2:
                 continue
             axis = 1
-        neurons = dims[axis] * (_attr(node, "group", 1) if node.op_type == "ConvTranspose" else 1)
+        neurons = dims[axis]
         bias = None
         if node.op_type in ("Conv", "ConvTranspose", "Gemm") and len(node.input) > 2:
             candidate = initializers.get(node.input[2])
@@ -390,7 +389,3 @@ def _matmul_bias(
     if _is_float(candidate) and int(np.prod(candidate.dims)) == neurons:
         return candidate.name, add.output[0]
     return bias, output
-
-
-def initializer_array(model: OnnxModel, name: str) -> np.ndarray:
-    return numpy_helper.to_array(model.initializers[name])

@@ -452,6 +452,15 @@ def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
 
 
+def checked_split(data: Dataset, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    train, held = split_indices(data.y, fraction, seed)
+    if not len(held) or not len(train):
+        raise InputError(
+            f"{data.source}: too few samples for a validation split (need at least 2 of a class)"
+        )
+    return train, held
+
+
 def teacher_distributions(
     probe: LinearProbe,
     features: np.ndarray,
@@ -524,6 +533,7 @@ def _split_bad(
     held: Dataset,
     runner: Runner,
     view: TorchView,
+    fraction: float,
     seed: int,
     reporter: Reporter,
 ) -> tuple[BadSamples, BadSamples]:
@@ -531,7 +541,7 @@ def _split_bad(
     forward = logits_forward(view)
     if source.bad_path is not None:
         every = make_bad_samples(source, model, train, runner.predict, forward, seed)
-        train_rows, held_rows = split_indices(every.data.y, 0.2, seed)
+        train_rows, held_rows = checked_split(every.data, fraction, seed)
         return (
             BadSamples(every.data.subset(train_rows), every.target_label),
             BadSamples(every.data.subset(held_rows), every.target_label),
@@ -588,10 +598,18 @@ def _repair(
     if source.attack is not None and source.clip is None:
         # One valid range for every split: the training part alone may not span the rest.
         source = replace(source, clip=input_range(clean.x, None))
-    train_rows, held_rows = split_indices(clean.y, settings.validation_fraction, settings.seed)
+    train_rows, held_rows = checked_split(clean, settings.validation_fraction, settings.seed)
     train, held = clean.subset(train_rows), clean.subset(held_rows)
     train_bad, held_bad = _split_bad(
-        source, model, train, held, runner, view, settings.seed, reporter
+        source,
+        model,
+        train,
+        held,
+        runner,
+        view,
+        settings.validation_fraction,
+        settings.seed,
+        reporter,
     )
     probe_terms: list[ProbeTerm] = []
     if settings.method == "inner":

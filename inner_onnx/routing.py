@@ -129,9 +129,8 @@ class UnitRouter:
         # gives a weighted mean of per-weight gradients, so both granularities step alike.
         slice_norm = self._slice_l1_norm()
         for _ in range(self.settings.steps):
-            gated = torch.func.vmap(self._gated_weight)(gates)
             if self.settings.granularity == "weight":
-                gated = gated.detach().requires_grad_(True)
+                gated = torch.func.vmap(self._gated_weight)(gates).requires_grad_(True)
                 loss = torch.nn.functional.cross_entropy(
                     self._probe_logits(gated, unit_inputs), targets, reduction="sum"
                 )
@@ -177,16 +176,15 @@ def route(
 ) -> tuple[list[FaultNeuron], dict[str, list[int]], dict[str, list[int]]]:
     """Fault neurons sorted by votes, the kept weight indices (weight granularity) and every
     neuron's votes per unit."""
-    unit_objects = [model.unit(name) for name in units]
-    inputs = [subgraph_input(model, unit) for unit in unit_objects]
+    routers = [UnitRouter(model, model.unit(name), probes[name], settings) for name in units]
     with torch.no_grad():
-        _, captured = view(torch.from_numpy(x_route), capture=inputs)
+        _, captured = view(torch.from_numpy(x_route), capture=[r.input_name for r in routers])
     neurons: list[FaultNeuron] = []
     weight_indices: dict[str, list[int]] = {}
     unit_votes: dict[str, list[int]] = {}
-    for unit, input_name in zip(unit_objects, inputs):
-        router = UnitRouter(model, unit, probes[unit.name], settings)
-        votes = router.votes(captured[input_name].detach())
+    for router in routers:
+        unit = router.unit
+        votes = router.votes(captured[router.input_name].detach())
         if settings.granularity == "weight":
             flat = votes.reshape(-1)
             kept = _top(flat, settings.keep(flat.size))
@@ -205,15 +203,6 @@ def route(
             progress(1)
     neurons.sort(key=lambda n: -n.votes)
     return neurons, weight_indices, unit_votes
-
-
-def subgraph_input(model: OnnxModel, unit: Unit) -> str:
-    node = next(
-        n
-        for n in model.proto.graph.node
-        if n.op_type == unit.op and len(n.input) > 1 and n.input[1] == unit.weight
-    )
-    return node.input[0]
 
 
 def _top(votes: np.ndarray, keep: int) -> np.ndarray:

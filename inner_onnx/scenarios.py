@@ -18,7 +18,6 @@ import torch
 from inner_onnx.attacks import generate, input_range
 from inner_onnx.data import Dataset, load_npz
 from inner_onnx.errors import InputError
-from inner_onnx.metrics import attack_success_rate
 from inner_onnx.model import OnnxModel
 from inner_onnx.progress import QUIET, Reporter
 from inner_onnx.specs import AttackSpec, TriggerSpec
@@ -143,9 +142,3 @@ def make_bad_samples(
     if not wrong.any():
         raise InputError(f"{clean.source}: the model classifies every sample right: nothing to fix")
     return BadSamples(clean.subset(np.flatnonzero(wrong)), None)
-
-
-def backdoor_asr(predictions: np.ndarray, bad: BadSamples) -> float | None:
-    if bad.target_label is None:
-        return None
-    return attack_success_rate(predictions, bad.data.y, bad.target_label)

@@ -155,3 +155,24 @@ def test_external_data_inside_folder_loads(tmp_path: Path) -> None:
     assert (tmp_path / "w.bin").exists()
     model = OnnxModel.load(path)
     assert model.units[0].parameters == 60
+
+
+def test_grouped_conv_transpose_is_not_a_unit() -> None:
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [
+            helper.make_node("ConvTranspose", ["x", "w"], ["up"], group=2),
+            helper.make_node("GlobalAveragePool", ["up"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "fc"], ["logits"], transB=1),
+        ],
+        "grouped",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4, 5, 5])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 3])],
+        [
+            numpy_helper.from_array(rng.normal(size=(4, 2, 3, 3)).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.normal(size=(3, 4)).astype(np.float32), "fc"),
+        ],
+    )
+    model = OnnxModel(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert [u.op for u in model.units] == ["Gemm"]

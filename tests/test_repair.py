@@ -98,3 +98,62 @@ def test_split_is_stratified_and_disjoint() -> None:
 def test_bad_source_combinations(options: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         BadSource.from_options(**options)
+
+
+def test_too_few_samples_for_a_validation_split() -> None:
+    from inner_onnx.data import Dataset
+    from inner_onnx.repair import checked_split
+
+    single = Dataset(np.zeros((3, 1), np.float32), np.array([0, 1, 2]), "tiny.npz")
+    with pytest.raises(InputError, match="too few samples for a validation split"):
+        checked_split(single, 0.2, seed=0)
+
+
+def test_faults_with_plain_fine_tuning_refused(tmp_path: Path, capsys) -> None:
+    from conftest import run_cli
+
+    faults = tmp_path / "faults.json"
+    faults.write_text("{}")
+    status, _, err = run_cli(
+        [
+            "repair",
+            SAMPLE / "model.onnx",
+            "-d",
+            SAMPLE / "clean.npz",
+            "--scenario",
+            "wrong",
+            "--method",
+            "ft",
+            "--faults",
+            faults,
+            "-o",
+            tmp_path / "out.onnx",
+        ],
+        capsys,
+    )
+    assert status == 2 and "--faults applies only to --method inner" in err
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_report_path_that_is_a_file_refused_before_work(tmp_path: Path, capsys) -> None:
+    from conftest import run_cli
+
+    report = tmp_path / "report"
+    report.write_text("not a folder")
+    status, _, err = run_cli(
+        [
+            "repair",
+            SAMPLE / "model.onnx",
+            "-d",
+            SAMPLE / "clean.npz",
+            "--scenario",
+            "wrong",
+            "--report",
+            report,
+            "-o",
+            tmp_path / "out.onnx",
+        ],
+        capsys,
+    )
+    assert status == 2 and "report path is a file" in err
+    assert not (tmp_path / "out.onnx").exists()
