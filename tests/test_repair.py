@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import run_cli
 from onnx import numpy_helper
 
 from inner_onnx.data import load_npz
@@ -110,8 +111,6 @@ def test_too_few_samples_for_a_validation_split() -> None:
 
 
 def test_faults_with_plain_fine_tuning_refused(tmp_path: Path, capsys) -> None:
-    from conftest import run_cli
-
     faults = tmp_path / "faults.json"
     faults.write_text("{}")
     status, _, err = run_cli(
@@ -136,8 +135,6 @@ def test_faults_with_plain_fine_tuning_refused(tmp_path: Path, capsys) -> None:
 
 
 def test_report_path_that_is_a_file_refused_before_work(tmp_path: Path, capsys) -> None:
-    from conftest import run_cli
-
     report = tmp_path / "report"
     report.write_text("not a folder")
     status, _, err = run_cli(
