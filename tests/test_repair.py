@@ -110,47 +110,24 @@ def test_too_few_samples_for_a_validation_split() -> None:
         checked_split(single, 0.2, seed=0)
 
 
+def refused_before_work(tmp_path: Path, capsys, *options: object) -> str:
+    """Run `repair --scenario wrong` on the sample with `options`; it must exit 2 with nothing
+    written. Returns stderr."""
+    output = tmp_path / "out.onnx"
+    args = ["repair", SAMPLE / "model.onnx", "-d", SAMPLE / "clean.npz", "--scenario", "wrong"]
+    status, _, err = run_cli([*args, *options, "-o", output], capsys)
+    assert status == 2 and not output.exists()
+    return err
+
+
 def test_faults_with_plain_fine_tuning_refused(tmp_path: Path, capsys) -> None:
     faults = tmp_path / "faults.json"
     faults.write_text("{}")
-    status, _, err = run_cli(
-        [
-            "repair",
-            SAMPLE / "model.onnx",
-            "-d",
-            SAMPLE / "clean.npz",
-            "--scenario",
-            "wrong",
-            "--method",
-            "ft",
-            "--faults",
-            faults,
-            "-o",
-            tmp_path / "out.onnx",
-        ],
-        capsys,
-    )
-    assert status == 2 and "--faults applies only to --method inner" in err
-    assert not (tmp_path / "out.onnx").exists()
+    err = refused_before_work(tmp_path, capsys, "--method", "ft", "--faults", faults)
+    assert "--faults applies only to --method inner" in err
 
 
 def test_report_path_that_is_a_file_refused_before_work(tmp_path: Path, capsys) -> None:
     report = tmp_path / "report"
     report.write_text("not a folder")
-    status, _, err = run_cli(
-        [
-            "repair",
-            SAMPLE / "model.onnx",
-            "-d",
-            SAMPLE / "clean.npz",
-            "--scenario",
-            "wrong",
-            "--report",
-            report,
-            "-o",
-            tmp_path / "out.onnx",
-        ],
-        capsys,
-    )
-    assert status == 2 and "report path is a file" in err
-    assert not (tmp_path / "out.onnx").exists()
+    assert "report path is a file" in refused_before_work(tmp_path, capsys, "--report", report)
