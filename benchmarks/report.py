@@ -100,13 +100,15 @@ def score(kind: str, metrics: dict[str, tuple[float, float, int]], original: dic
     return accuracy + (bad if kind == "adversarial" else -bad) - penalty
 
 
-def ranking(kind: str, by_method: dict[str, dict]) -> list[tuple[str, float]]:
-    scored = [
-        (method, score(kind, metrics, by_method["original"]))
+def ranking(kind: str, by_method: dict[str, dict]) -> list[tuple[str, int]]:
+    """(method, rank), best first; equal scores share the better rank (1, 2, 2, 4)."""
+    scores = {
+        method: round(score(kind, metrics, by_method["original"]), 9)
         for method, metrics in by_method.items()
         if method != "original"
-    ]
-    return sorted(scored, key=lambda item: -item[1])
+    }
+    ranked = [(m, 1 + sum(other > s for other in scores.values())) for m, s in scores.items()]
+    return sorted(ranked, key=lambda item: item[1])
 
 
 def cell(stats: tuple[float, float, int] | None, digits: int = 3) -> str:
@@ -124,7 +126,7 @@ def case_table(key: Key, by_method: dict[str, dict], runs: list[dict]) -> list[s
     case_runs = [r for r in runs if (r["model"], r["scenario"], r["budget"]) == key]
     seeds = len({r["seed"] for r in case_runs})
     sample = next((r for r in case_runs if "fault_neurons" in r), case_runs[0])
-    ranks = {method: i + 1 for i, (method, _) in enumerate(ranking(kind, by_method))}
+    ranks = dict(ranking(kind, by_method))
     lines = [
         f"### {model} · {scenario} · budget {budget}",
         "",
@@ -154,19 +156,18 @@ def case_table(key: Key, by_method: dict[str, dict], runs: list[dict]) -> list[s
 def summary_lines(table: dict[Key, dict[str, dict]]) -> list[str]:
     """Where INNER ranks in each case, and what restricting to its fault set does."""
     lines = [
-        "| case | INNER's rank | best method | fault set vs all weights (fine-tune): "
+        "| case | INNER's rank | best method (ties: all) | fault set vs all weights (fine-tune): "
         "Δ bad metric, Δ accuracy | gradient ratio in fault set vs network-wide: "
         "Δ bad metric, Δ accuracy |",
         "|---|---|---|---|---|",
     ]
     for key, by_method in table.items():
         kind = kind_of(key[1])
-        order = ranking(kind, by_method)
-        names = [m for m, _ in order]
-        rank = names.index("inner") + 1 if "inner" in names else "–"
+        ranks = dict(ranking(kind, by_method))
+        best = ", ".join(LABELS.get(m, m) for m, rank in ranks.items() if rank == 1)
         lines.append(
-            f"| {key[0]} · {key[1]} · {key[2]} | {rank} of {len(names)} "
-            f"| {LABELS.get(names[0], names[0]) if names else '–'} "
+            f"| {key[0]} · {key[1]} · {key[2]} | {ranks.get('inner', '–')} of {len(ranks)} "
+            f"| {best} "
             f"| {delta(by_method, 'ft_faults', 'ft_all', kind)} "
             f"| {delta(by_method, 'grad_ratio_faults', 'grad_ratio', kind)} |"
         )
@@ -180,7 +181,7 @@ def overall_lines(table: dict[Key, dict[str, dict]]) -> list[str]:
         kind = kind_of(key[1])
         bad = BAD_METRIC[kind]
         original = by_method["original"]
-        for rank, (method, _) in enumerate(ranking(kind, by_method), start=1):
+        for method, rank in ranking(kind, by_method):
             metrics = by_method[method]
             row = gathered[method]
             row["rank"].append(rank)
