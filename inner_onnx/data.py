@@ -7,6 +7,7 @@ through a repair.
 
 from __future__ import annotations
 
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -62,7 +63,14 @@ def load_npz(path: str | Path, model: OnnxModel | None = None) -> Dataset:
                 f"{path}: holds pickled objects, which are refused; save plain numeric arrays"
             ) from None
         raise InputError(f"{path}: not a readable .npz file ({exc})") from None
-    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+    except (
+        OSError,
+        zipfile.BadZipFile,
+        EOFError,
+        zlib.error,
+        SyntaxError,
+        tokenize.TokenError,
+    ) as exc:
         raise InputError(f"{path}: not a readable .npz file ({type(exc).__name__})") from None
     except (NotImplementedError, RuntimeError) as exc:
         # zipfile's words for encrypted members and unknown compression methods or versions.

@@ -15,6 +15,7 @@ code that builds them directly gets the same rules as the parser.
 from __future__ import annotations
 
 import math
+import tokenize
 import zipfile
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
@@ -142,7 +143,8 @@ def load_pattern(path: Path) -> np.ndarray:
                 "with np.save"
             ) from None
         raise ValueError(f"{path} is not a readable .npy file ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, SyntaxError, tokenize.TokenError) as exc:
+        # a garbled header reaches numpy's literal parser, which raises syntax errors
         raise ValueError(f"{path} is not a readable .npy file ({type(exc).__name__})") from None
     except MemoryError:
         raise ValueError(f"{path} declares an array too large to load") from None
@@ -159,9 +161,10 @@ def load_pattern(path: Path) -> np.ndarray:
             f"{path} has shape {list(loaded.shape)}; expected the input's shape without batch "
             "axis ([C,h,w] for NCHW, [h,w,C] for NHWC) or [h,w]"
         )
-    if not np.isfinite(loaded).all():
-        raise ValueError(f"{path} has NaN or infinite values")
-    pattern = loaded.astype(np.float32)
+    with np.errstate(over="ignore"):
+        pattern = loaded.astype(np.float32)
+    if not np.isfinite(pattern).all():
+        raise ValueError(f"{path} has NaN or infinite values (in float32)")
     pattern.setflags(write=False)
     return pattern
 
