@@ -25,7 +25,7 @@ from benchmarks.models import (
 )
 from inner_onnx.attacks import generate
 from inner_onnx.data import Dataset
-from inner_onnx.evaluation import EvaluationSet, logits_forward
+from inner_onnx.evaluation import EvaluationSet
 from inner_onnx.faults import FaultSet
 from inner_onnx.localize import LocalizeSettings, localize
 from inner_onnx.model import OnnxModel
@@ -199,7 +199,7 @@ def make_case(
         view = TorchView(model.proto, outputs=[model.logits_name]).eval()
         for _, parameter in view.onnx_parameters():
             parameter.requires_grad_(False)
-        x_adv = generate(scenario.attack, logits_forward(view), train.x, train.y, CLIP, seed=seed)
+        x_adv = generate(scenario.attack, view, train.x, train.y, CLIP, seed=seed)
         train_bad = BadSamples(
             Dataset(x_adv, train.y.copy(), str(scenario.attack)), None, scenario.attack, CLIP
         )

@@ -270,7 +270,6 @@ def localize(
 ) -> None:
     """Find the units and neurons that carry the bad behaviour; write them as JSON."""
     from inner_onnx.data import load_npz
-    from inner_onnx.evaluation import logits_forward
     from inner_onnx.fileio import check_output_path
     from inner_onnx.localize import LocalizeSettings
     from inner_onnx.localize import localize as run_localize
@@ -291,9 +290,7 @@ def localize(
     reporter = _reporter(quiet or as_json)
     runner = Runner(model, device)
     view = TorchView(model.proto, outputs=[model.logits_name]).eval()
-    bad_samples = make_bad_samples(
-        source, model, clean, runner.predict, logits_forward(view), seed, reporter
-    )
+    bad_samples = make_bad_samples(source, model, clean, runner.predict, view, seed, reporter)
     result = run_localize(runner, view, clean, bad_samples.data, settings, reporter)
     result.faults.save(output, model)
     payload = result.faults.to_dict(model)

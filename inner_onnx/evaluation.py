@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from inner_onnx.attacks import generate, input_range
 from inner_onnx.data import Dataset
 from inner_onnx.metrics import Metrics, summarize
@@ -31,13 +29,6 @@ class EvaluationSet:
     name: str = ""
 
 
-def logits_forward(view: TorchView):
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return view(x)
-
-    return forward
-
-
 def evaluate(
     runner: Runner, evaluation: EvaluationSet, seed: int = 0, reporter: Reporter = QUIET
 ) -> Metrics:
@@ -54,7 +45,7 @@ def evaluate(
         with reporter.step(f"attack {evaluation.attack}", len(data)) as advance:
             x_adv = generate(
                 evaluation.attack,
-                logits_forward(view),
+                view,
                 data.x,
                 data.y,
                 clip,

@@ -26,7 +26,7 @@ from inner_onnx import __version__
 from inner_onnx.attacks import input_range
 from inner_onnx.data import Dataset
 from inner_onnx.errors import InputError
-from inner_onnx.evaluation import EvaluationSet, evaluate, logits_forward
+from inner_onnx.evaluation import EvaluationSet, evaluate
 from inner_onnx.faults import FaultSet
 from inner_onnx.localize import (
     Localization,
@@ -328,9 +328,6 @@ class MaskedTrainer:
             raise InputError("the fault set selects no weights to repair")
         self.units = {term.unit_name: model.unit(term.unit_name) for term in probe_terms}
 
-    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.view(x)
-
     def _loss(
         self,
         x_clean: torch.Tensor,
@@ -385,7 +382,7 @@ class MaskedTrainer:
         generator = torch.Generator().manual_seed(settings.seed)
         optimizer = make_optimizer(self.trainable, settings)
         has_target = train_bad.target_label is not None
-        start = validation.measure(self.forward_logits, self.model.num_classes, settings.seed)
+        start = validation.measure(self.view, self.model.num_classes, settings.seed)
         history = [EpochRecord(0, None, start.accuracy, start.bad, start.gap)]
         best_score, kept_epoch = objective(scenario, has_target, start, start, settings), 0
         best_state = self._snapshot()
@@ -400,16 +397,14 @@ class MaskedTrainer:
                         1 - 0.9 * (epoch - 1) / max(1, settings.epochs - 1)
                     )
                 losses = []
-                for batch in batches.epoch(generator, self.forward_logits):
+                for batch in batches.epoch(generator, self.view):
                     optimizer.zero_grad(set_to_none=True)
                     loss = self._loss(*batch)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(self.trainable, settings.max_grad_norm)
                     optimizer.step()
                     losses.append(float(loss.detach()))
-                now = validation.measure(
-                    self.forward_logits, self.model.num_classes, settings.seed + epoch
-                )
+                now = validation.measure(self.view, self.model.num_classes, settings.seed + epoch)
                 history.append(
                     EpochRecord(epoch, float(np.mean(losses)), now.accuracy, now.bad, now.gap)
                 )
@@ -538,20 +533,20 @@ def _split_bad(
     reporter: Reporter,
 ) -> tuple[BadSamples, BadSamples]:
     """Bad samples for training and for validation, never sharing a source sample."""
-    forward = logits_forward(view)
+
     if source.bad_path is not None:
-        every = make_bad_samples(source, model, train, runner.predict, forward, seed)
+        every = make_bad_samples(source, model, train, runner.predict, view, seed)
         train_rows, held_rows = checked_split(every.data, fraction, seed)
         return (
             BadSamples(every.data.subset(train_rows), every.target_label),
             BadSamples(every.data.subset(held_rows), every.target_label),
         )
-    train_bad = make_bad_samples(source, model, train, runner.predict, forward, seed, reporter)
+    train_bad = make_bad_samples(source, model, train, runner.predict, view, seed, reporter)
     if source.scenario == "wrong":
         return train_bad, BadSamples(held, None)
     if source.scenario == "adversarial":
         return train_bad, BadSamples(held, None, train_bad.attack, train_bad.clip)
-    return train_bad, make_bad_samples(source, model, held, runner.predict, forward, seed)
+    return train_bad, make_bad_samples(source, model, held, runner.predict, view, seed)
 
 
 def fault_masks(model: OnnxModel, faults: FaultSet | None) -> dict[str, np.ndarray]:

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 
 from inner_onnx.data import Dataset
-from inner_onnx.model import OnnxModel
+from inner_onnx.model import OnnxModel, graph_inputs
 
 
 def _dtype_name(elem_type: int) -> str:
@@ -39,7 +39,7 @@ def describe(model: OnnxModel, data: Dataset | None = None) -> dict[str, object]
     if not unsupported:
         x = data.x[:64] if data is not None else random_batch(model)
         parity = float(parity_max_abs_diff(proto, x))
-    inputs = [v for v in graph.input if v.name not in model.initializers]
+    inputs = graph_inputs(graph, model.initializers)
     return {
         "path": str(model.path) if model.path else None,
         "sha256": model.sha256,
