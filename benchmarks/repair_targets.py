@@ -1,6 +1,6 @@
 """The repair targets of each scenario on the bundled samples, measured through onnxruntime.
 
-    .venv/bin/python benchmarks/repair_targets.py [--seed 0] [--only NAME]
+    .venv/bin/python benchmarks/repair_targets.py [--seeds 0,1,2] [--only NAME]
 
 Every figure is computed by onnxruntime on the repaired model as written, on the held-out
 `eval.npz` (and `eval_bad.npz`) of each sample, which repair never sees.
@@ -72,18 +72,19 @@ def _cell(value: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated repair seeds")
     parser.add_argument("--only", help="run the cases whose sample folder is this")
     args = parser.parse_args()
     print(
-        "| case | accuracy | min class acc. | fairness gap | ASR | robust acc. "
+        "| case | seed | accuracy | min class acc. | fairness gap | ASR | robust acc. "
         "| weights changed | seconds |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for case in CASES:
+    print("|---|---|---|---|---|---|---|---|---|")
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    for case, seed in ((case, seed) for case in CASES for seed in seeds):
         if args.only and case.sample != args.only:
             continue
-        row = run(case, args.seed)
+        row = run(case, seed)
         b, a = row["before"], row["after"]
         present_b = [v for v in b.per_class_accuracy if v is not None]
         present_a = [v for v in a.per_class_accuracy if v is not None]
@@ -92,7 +93,7 @@ def main() -> None:
             return f"{_cell(before)} → {_cell(after)}"
 
         print(
-            f"| {row['case']} | {pair(b.accuracy, a.accuracy)} "
+            f"| {row['case']} | {seed} | {pair(b.accuracy, a.accuracy)} "
             f"| {pair(min(present_b), min(present_a))} "
             f"| {pair(b.fairness_gap, a.fairness_gap)} | {pair(b.asr, a.asr)} "
             f"| {pair(b.robust_accuracy, a.robust_accuracy)} "

@@ -140,9 +140,17 @@ ClipOpt = Annotated[
     str | None, typer.Option("--clip", help="Valid input range LO,HI for attacks (default: data).")
 ]
 GranularityOpt = Annotated[
-    str, typer.Option("--granularity", help="Routing gates per neuron or per weight element.")
+    str | None,
+    typer.Option(
+        "--granularity",
+        help="Routing gates per neuron or per weight element; default weight for backdoor, "
+        "else neuron.",
+    ),
 ]
-LayersOpt = Annotated[int, typer.Option("--layers", help="How many units to select (top-L).")]
+LayersOpt = Annotated[
+    int | None,
+    typer.Option("--layers", help="Units to select (top-L); default 3, adversarial 4."),
+]
 ThreadsOpt = Annotated[
     int,
     typer.Option("--threads", help="Torch threads; results are byte-identical for a given count."),
@@ -258,8 +266,8 @@ def localize(
     ] = None,
     target_label: TargetOpt = None,
     clip: ClipOpt = None,
-    granularity: GranularityOpt = "neuron",
-    layers: LayersOpt = 3,
+    granularity: GranularityOpt = None,
+    layers: LayersOpt = None,
     top_k: TopKOpt = None,
     threads: ThreadsOpt = 1,
     seed: SeedOpt = 0,
@@ -271,9 +279,8 @@ def localize(
     """Find the units and neurons that carry the bad behaviour; write them as JSON."""
     from inner_onnx.data import load_npz
     from inner_onnx.fileio import check_output_path
-    from inner_onnx.localize import LocalizeSettings
     from inner_onnx.localize import localize as run_localize
-    from inner_onnx.routing import RoutingSettings
+    from inner_onnx.repair import settings_for
     from inner_onnx.runtime import Runner
     from inner_onnx.scenarios import make_bad_samples
     from inner_onnx.torchview import TorchView
@@ -281,9 +288,15 @@ def localize(
     model = _load_checked(model_path)
     source = _bad_source(scenario, bad, trigger, attack, target_label, clip)
     source.check(model)
-    settings = LocalizeSettings(
-        layers, RoutingSettings(granularity=granularity, top_k=top_k), seed, threads=threads
-    )
+    # the scenario's defaults, as `repair` uses them: its --faults then finds the same set
+    settings = settings_for(
+        source.scenario,
+        seed=seed,
+        layers=layers,
+        granularity=granularity,
+        top_k=top_k,
+        threads=threads,
+    ).localize
     trigger_file = [source.trigger.path] if source.trigger is not None else []
     check_output_path(output, [model_path, data, *([bad] if bad else []), *trigger_file], force)
     clean = load_npz(data, model)
@@ -333,10 +346,16 @@ def _print_repair(summary: dict) -> None:
             f"selected units: {', '.join(summary['faults']['selected_units'])}; "
             f"fault neurons: {summary['faults']['neurons']}"
         )
+    averaged = summary.get("averaged_epochs", 0)
+    kept = (
+        f"kept the average of the last {averaged}"
+        if averaged
+        else f"kept epoch {summary['kept_epoch']}"
+    )
     stdout.print(
         f"changed weights: {changed['count']} ({100 * changed['fraction']:.2f}%) in "
-        f"{len(changed['tensors'])} tensors; epochs: {summary['epochs_run']}, kept "
-        f"epoch {summary['kept_epoch']}; {summary['seconds']:.1f} s"
+        f"{len(changed['tensors'])} tensors; epochs: {summary['epochs_run']}, {kept}; "
+        f"{summary['seconds']:.1f} s"
     )
     stdout.print(
         f"[bold green]repaired model written to {summary['output']}[/] (checked, verified in "
@@ -360,7 +379,7 @@ def run_repair(
     faults_path=None,
     method="inner",
     seed=0,
-    granularity="neuron",
+    granularity=None,
     layers=None,
     top_k=None,
     epochs=None,
@@ -449,16 +468,16 @@ def repair_command(
         str, typer.Option("--method", help="inner (fault neurons) | ft (all unit weights).")
     ] = "inner",
     seed: SeedOpt = 0,
-    granularity: GranularityOpt = "neuron",
-    layers: Annotated[
-        int | None,
-        typer.Option("--layers", help="Units to select (top-L); default 3, adversarial 4."),
-    ] = None,
+    granularity: GranularityOpt = None,
+    layers: LayersOpt = None,
     top_k: TopKOpt = None,
     threads: ThreadsOpt = 1,
     epochs: Annotated[
         int | None,
-        typer.Option("--epochs", help="Most epochs (early stop); default per scenario (20, 30)."),
+        typer.Option(
+            "--epochs",
+            help="Epochs; default 30 (backdoor: the last 10 averaged), wrong 20 (early stop).",
+        ),
     ] = None,
     val_fraction: Annotated[
         float, typer.Option("--val-fraction", help="Share of -d held out for early stopping.")

@@ -389,10 +389,22 @@ def _training_section(result: RepairResult) -> str:
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
     stopped = "stopped early" if result.outcome.stopped_early else "ran every epoch"
+    averaged = result.outcome.averaged_epochs
+    if averaged:
+        average = result.outcome.average
+        assert average is not None
+        kept_text = (
+            f"the weights averaged over the last {averaged} epochs were kept (validation: "
+            f"accuracy {average.val_accuracy:.3f}"
+            + ("" if average.val_bad is None else f", {bad_label} {average.val_bad:.3f}")
+            + f", fairness gap {average.val_fairness_gap:.3f})"
+        )
+    else:
+        kept_text = f"the weights of epoch {kept} (dotted line) were kept"
     return (
-        f'<p class="note">{len(history) - 1} epochs ({stopped}); the weights of epoch {kept} '
-        "(dotted line) were kept. Validation uses a held-out split of the repair data, never "
-        "the evaluation data.</p>" + _image(figure, "training loss and validation metrics")
+        f'<p class="note">{len(history) - 1} epochs ({stopped}); {kept_text}. Validation uses '
+        "a held-out split of the repair data, never the evaluation data.</p>"
+        + _image(figure, "training loss and validation metrics")
     )
 
 

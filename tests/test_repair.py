@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from conftest import run_cli
 from onnx import numpy_helper
 
@@ -14,9 +15,19 @@ from inner_onnx.data import load_npz
 from inner_onnx.errors import InputError
 from inner_onnx.evaluation import EvaluationSet
 from inner_onnx.model import OnnxModel
-from inner_onnx.repair import RepairResult, RepairSettings, repair, split_indices
+from inner_onnx.repair import (
+    MaskedTrainer,
+    RepairResult,
+    RepairSettings,
+    ValidationSplit,
+    WeightAverage,
+    repair,
+    settings_for,
+    split_indices,
+)
 from inner_onnx.samples import SAMPLES_ROOT
-from inner_onnx.scenarios import BadSource
+from inner_onnx.scenarios import BadSamples, BadSource
+from inner_onnx.torchview import TorchView
 
 SAMPLE = SAMPLES_ROOT / "torch_badnets"
 
@@ -32,20 +43,22 @@ def repaired() -> tuple[OnnxModel, RepairResult]:
         name="eval",
     )
     source = BadSource.from_options("backdoor", bad_path=SAMPLE / "bad.npz", target_label=0)
-    return model, repair(model, clean, source, RepairSettings(), evaluation=evaluation)
+    settings = settings_for("backdoor")
+    return model, repair(model, clean, source, settings, evaluation=evaluation)
 
 
-def test_backdoor_removed_and_accuracy_kept(repaired: tuple[OnnxModel, RepairResult]) -> None:
+def test_backdoor_targets_met_on_held_out_data(repaired: tuple[OnnxModel, RepairResult]) -> None:
+    """The repair issue's targets, on eval data the repair never saw (seeds 0-5 all meet them,
+    benchmarks/RESULTS.md)."""
     _, result = repaired
     before, after = result.before, result.after
     print(f"\nbefore {before.to_dict()}\nafter {after.to_dict()}")
     assert before.asr > 0.9
     assert after.asr <= 0.02
     assert after.accuracy >= before.accuracy - 0.01
-    # The issue's target is "not worse by more than 1 point"; measured: +2 to +4 points
-    # (Fashion-MNIST shirts lose to T-shirts, see README). This guards against regressions.
-    assert after.fairness_gap <= before.fairness_gap + 0.05
+    assert after.fairness_gap <= before.fairness_gap + 0.01
     assert result.changed_count <= 0.10 * result.weights_total
+    assert result.outcome.averaged_epochs == 10 and result.outcome.average is not None
 
 
 def test_only_fault_neurons_change(repaired: tuple[OnnxModel, RepairResult]) -> None:
@@ -131,3 +144,90 @@ def test_report_path_that_is_a_file_refused_before_work(tmp_path: Path, capsys) 
     report = tmp_path / "report"
     report.write_text("not a folder")
     assert "report path is a file" in refused_before_work(tmp_path, capsys, "--report", report)
+
+
+def test_backdoor_defaults_and_user_overrides() -> None:
+    backdoor = settings_for("backdoor")
+    assert backdoor.localize.routing.granularity == "weight"
+    assert (backdoor.epochs, backdoor.average_epochs) == (30, 10)
+    assert backdoor.clean_mixup_weight > 0 and backdoor.bad_mixup_weight > 0
+    short = settings_for("backdoor", epochs=4, granularity="neuron")
+    assert (short.epochs, short.average_epochs) == (4, 4)
+    assert short.localize.routing.granularity == "neuron"
+    wrong = settings_for("wrong")
+    assert wrong.localize.routing.granularity == "neuron" and wrong.average_epochs == 0
+    assert wrong.clean_mixup_weight == 0 and wrong.bad_mixup_weight == 0
+    with pytest.raises(InputError, match="average_epochs"):
+        RepairSettings(epochs=5, average_epochs=6)
+
+
+def test_weight_average_covers_the_last_epochs_only() -> None:
+    average = WeightAverage(first_epoch=3)
+    for epoch in range(1, 6):
+        average.add(epoch, [torch.full((2,), float(epoch)), torch.tensor([10.0 * epoch])])
+    assert average.count == 3
+    assert torch.equal(average.average[0], torch.full((2,), 4.0))
+    assert torch.allclose(average.average[1], torch.tensor([40.0]))
+
+
+def test_mixtures_keep_what_all_samples_share() -> None:
+    """Two triggered samples mixed still carry the full trigger: the bad-sample mixup relies
+    on it. Shares lie in [0, 1] and the same seed mixes the same way."""
+    model = OnnxModel.load(SAMPLE / "model.onnx")
+    view = TorchView(model.proto).eval()
+    settings = RepairSettings(seed=3, clean_mixup_weight=1.0)
+    x = torch.rand(16, 1, 28, 28)
+    x[:, :, 25:, 25:] = 1.0
+    mixes = []
+    for _ in range(2):
+        trainer = MaskedTrainer(model, view, {"9.bias": np.ones(10, bool)}, [], settings)
+        mixes.append(trainer._mix(x))
+    (mixed, share, partner), (again, _, _) = mixes
+    assert torch.equal(mixed, again)
+    assert torch.all(mixed[:, :, 25:, 25:] == 1.0)
+    assert torch.all((share >= 0) & (share <= 1))
+    expected = share[3] * x[3] + (1 - share[3]) * x[partner[3]]
+    assert torch.allclose(mixed[3], expected)
+    assert trainer.teacher is not None  # clean mixtures are scored by the original model
+
+
+@pytest.mark.parametrize("average_wins", [True, False])
+def test_training_with_average_keeps_the_mean_of_the_last_epochs(
+    average_wins: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With average_epochs the kept weights are the mean of the last epochs' weights, unless
+    the untouched model scores better on validation (then nothing changes)."""
+    import inner_onnx.repair as repair_module
+
+    def judged(scenario, has_target, now, start, settings) -> float:
+        return float(average_wins) if now is not start else float(not average_wins)
+
+    monkeypatch.setattr(repair_module, "objective", judged)
+    model = OnnxModel.load(SAMPLE / "model.onnx")
+    clean = load_npz(SAMPLE / "clean.npz", model).subset(np.arange(300))
+    bad = load_npz(SAMPLE / "bad.npz", model)
+    settings = RepairSettings(epochs=3, average_epochs=2, bad_mixup_weight=1.0)
+    view = TorchView(model.proto, outputs=[model.logits_name]).eval()
+    trainer = MaskedTrainer(model, view, {"9.weight": np.ones((10, 32), bool)}, [], settings)
+    snapshots = []
+    original_snapshot = trainer._snapshot
+
+    def recording_snapshot() -> list[torch.Tensor]:
+        state = original_snapshot()
+        snapshots.append(state)
+        return state
+
+    trainer._snapshot = recording_snapshot  # type: ignore[method-assign]
+    train_bad = BadSamples(bad.subset(np.arange(200)), 0)
+    validation = ValidationSplit(clean, BadSamples(bad.subset(np.arange(200, 260)), 0), "backdoor")
+    outcome = trainer.fit(clean, train_bad, validation, "backdoor")
+    assert [r.epoch for r in outcome.history] == [0, 1, 2, 3]
+    assert outcome.average is not None
+    kept = view.parameter("9.weight").detach()
+    # snapshots: the initial state, then one per epoch
+    if average_wins:
+        assert outcome.averaged_epochs == 2 and outcome.kept_epoch == 3
+        assert torch.allclose(kept, (snapshots[2][0] + snapshots[3][0]) / 2, atol=1e-6)
+    else:
+        assert outcome.averaged_epochs == 0 and outcome.kept_epoch == 0
+        assert torch.equal(kept, snapshots[0][0])
