@@ -1,14 +1,16 @@
 """Repair time of INNER over plain fine-tuning of all weights (target <= 2x), and the demo.
 
 Both methods repair samples/torch_badnets (clean.npz + bad.npz, backdoor, target
-label 0) through `inner_onnx.repair.repair` with the same data, the same fixed
-number of epochs and early stopping disabled (patience beyond the epochs, an ASR
-target no model can reach), in interleaved repetitions; medians of wall time.
+label 0) through `inner_onnx.repair.repair` with the backdoor scenario's settings
+(`settings_for("backdoor")`: the same loss, mixup terms and weight averaging for
+both), the same data, the same fixed number of epochs and early stopping disabled
+(patience beyond the epochs, an ASR target no model can reach), in interleaved
+repetitions; medians of wall time.
 INNER's time includes its localization (probes, layer selection, routing); a
 reporter that times each progress step gives the breakdown. Then `inner-onnx
 demo` runs once, end to end, in a subprocess (target <= 60 s on 2 cores).
 
-    .venv/bin/python -m benchmarks.repair_speed [--repeats 3] [--epochs 20]
+    .venv/bin/python -m benchmarks.repair_speed [--repeats 3] [--epochs 30]
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.capture import machine
 from inner_onnx.data import load_npz
 from inner_onnx.model import OnnxModel
 from inner_onnx.progress import Advance, Reporter
-from inner_onnx.repair import RepairSettings, repair
+from inner_onnx.repair import repair, settings_for
 from inner_onnx.scenarios import BadSource
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "torch_badnets"
@@ -60,7 +63,11 @@ def timed_repair(method: str, epochs: int) -> tuple[float, dict[str, float], int
     model = OnnxModel.load(SAMPLE / "model.onnx")
     clean = load_npz(SAMPLE / "clean.npz", model)
     source = BadSource("backdoor", SAMPLE / "bad.npz", target_label=TARGET_LABEL)
-    settings = RepairSettings(method=method, epochs=epochs, patience=epochs + 1, asr_target=-1.0)
+    settings = replace(
+        settings_for("backdoor", method=method, epochs=epochs),
+        patience=epochs + 1,
+        asr_target=-1.0,
+    )
     timer = StepTimer()
     started = time.perf_counter()
     result = repair(model, clean, source, settings, device="cpu", reporter=timer)
@@ -80,7 +87,7 @@ def demo_seconds() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--skip-demo", action="store_true")
     args = parser.parse_args()
     print(f"Machine: {machine()}; repairs pin torch to 1 thread")

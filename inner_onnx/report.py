@@ -341,10 +341,14 @@ def _votes_section(faults: FaultSet | None) -> str:
     panels[-1].set_xlabel("neuron (output channel)")
     kept_total = sum(len(k) for k in kept_by_unit.values())
     return (
-        f'<p class="note">Each bad sample votes for the neurons its route keeps open '
-        f"({_e(faults.granularity)} gates). The {kept_total} kept fault neurons (red) are the "
-        "only ones repair changes.</p>" + _image(figure, "routing votes per neuron")
-    )
+        '<p class="note">Each bad sample votes for the neurons its route keeps open '
+        f"(neuron gates). The {kept_total} kept fault neurons (red) are the only ones "
+        "repair changes.</p>"
+        if faults.granularity == "neuron"
+        else '<p class="note">Each bad sample votes for the weights its route keeps open '
+        "(weight gates); the bars sum them per neuron. Repair changes only the kept "
+        f"weights, which lie in the {kept_total} red neurons.</p>"
+    ) + _image(figure, "routing votes per neuron")
 
 
 def _bad_curve_label(result: RepairResult) -> str | None:
