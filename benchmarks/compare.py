@@ -36,7 +36,7 @@ from benchmarks.scenarios import SCENARIOS, Case, TestSplit, make_case
 from inner_onnx.evaluation import evaluate
 from inner_onnx.metrics import sensitivity
 from inner_onnx.model import OnnxModel
-from inner_onnx.repair import RepairSettings, changed_values
+from inner_onnx.repair import RepairSettings, changed_values, settings_for
 from inner_onnx.runtime import Runner
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
@@ -47,8 +47,8 @@ class Config:
     pairs: tuple[tuple[str, str, tuple[int, ...]], ...]  # (model, scenario, budgets)
     seeds: int
     methods: tuple[str, ...]
-    epochs: int
-    patience: int
+    # None: each scenario's default epochs (`settings_for`), as `inner-onnx repair` runs them
+    epochs: int | None
     evaluation_size: int
     anp_iterations: int
     quick: bool
@@ -68,8 +68,13 @@ FULL_PAIRS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
     ("cnn_weak", "pgd", (500,)),
 )
 ALL_METHODS = tuple(methods(1))
-FULL = Config(FULL_PAIRS, 3, ALL_METHODS, 20, 5, 2000, 200, False)
-QUICK = Config((("cnn_badnets", "badnets", (100,)),), 1, ALL_METHODS, 10, 3, 500, 40, True)
+FULL = Config(FULL_PAIRS, 3, ALL_METHODS, None, 2000, 200, False)
+QUICK = Config((("cnn_badnets", "badnets", (100,)),), 1, ALL_METHODS, 10, 500, 40, True)
+
+
+def case_settings(config: Config, kind: str, seed: int = 0) -> RepairSettings:
+    """The settings `inner-onnx repair` uses for the scenario; every method shares them."""
+    return settings_for(kind, seed=seed, epochs=config.epochs)
 
 
 def log(message: str) -> None:
@@ -213,25 +218,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def describe(config: Config, settings: RepairSettings) -> dict[str, object]:
+def describe(config: Config) -> dict[str, object]:
+    kinds = sorted({SCENARIOS[scenario].kind for _, scenario, _ in config.pairs})
     return {
         "pairs": [list(p) for p in config.pairs],
         "seeds": config.seeds,
         "methods": list(config.methods),
         "epochs": config.epochs,
-        "patience": config.patience,
         "evaluation_size": config.evaluation_size,
         "anp_iterations": config.anp_iterations,
-        "repair_settings": {
-            key: value for key, value in asdict(settings).items() if key != "localize"
-        },
+        "repair_settings": {kind: settings_record(case_settings(config, kind)) for kind in kinds},
         "scenarios": {name: str(s.trigger or s.attack or "") for name, s in SCENARIOS.items()},
         "models": {name: MODELS[name].description for name in {p[0] for p in config.pairs}},
     }
 
 
+def settings_record(settings: RepairSettings) -> dict[str, object]:
+    record = {key: value for key, value in asdict(settings).items() if key != "localize"}
+    routing = settings.localize.routing
+    record["routing"] = f"{routing.granularity} gates, {settings.localize.layers} units"
+    return record
+
+
 # What must match for appended runs to share tables with the earlier ones.
-SHARED_SETTINGS = ("epochs", "patience", "evaluation_size", "anp_iterations", "repair_settings")
+SHARED_SETTINGS = ("epochs", "evaluation_size", "anp_iterations", "repair_settings")
 
 
 def start_payload(
@@ -279,8 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "load_average_at_start": os.getloadavg(),
     }
-    settings = RepairSettings(epochs=config.epochs, patience=config.patience)
-    payload = start_payload(json_path, args.append, invocation, describe(config, settings))
+    payload = start_payload(json_path, args.append, invocation, describe(config))
     chosen = [methods(config.anp_iterations)[name] for name in config.methods]
     x_test, y_test = fashion_test()
     split = TestSplit.cut(x_test, y_test, config.evaluation_size)
@@ -308,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                     split,
                     budget,
                     seed,
-                    replace(settings, seed=seed),
+                    case_settings(config, SCENARIOS[scenario_name].kind, seed),
                 )
                 runs.extend(run_case(case, chosen))
                 invocation["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

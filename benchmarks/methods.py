@@ -90,9 +90,14 @@ def ft_faults(case: Case) -> onnx.ModelProto:
 
 
 def random_neurons(case: Case) -> onnx.ModelProto:
-    """As many neurons as INNER's fault set, drawn uniformly from every unit."""
-    candidates = all_neurons(case.model.units)
+    """As many neurons as INNER's fault set, drawn uniformly from every unit; for a
+    weight-level fault set, as many values as it covers."""
     rng = np.random.default_rng(case.seed)
+    if case.faults.granularity == "weight":
+        allowed = fault_masks(case.model, None)
+        scores = {name: rng.random(mask.shape) for name, mask in allowed.items()}
+        return fine_tune(case, top_masks(scores, allowed, case.faults.weights_covered(case.model)))
+    candidates = all_neurons(case.model.units)
     rows = rng.choice(len(candidates), size=len(case.faults.neurons), replace=False)
     return fine_tune(case, neuron_masks(case.model, [candidates[i] for i in rows]))
 
@@ -306,7 +311,7 @@ def methods(anp_iterations: int) -> dict[str, Method]:
         Method("ft_all", "fine-tune all", ft_all),
         Method("ft_last2", "fine-tune last 2 units", ft_last_two),
         Method("fine_pruning", "Fine-Pruning", fine_pruning),
-        Method("random", "random neurons", random_neurons),
+        Method("random", "random neurons or weights", random_neurons),
         Method("grad_ratio", "gradient ratio", grad_ratio),
         Method("anp", "ANP", lambda case: anp(case, anp_iterations), kinds=("backdoor",)),
         Method("ft_faults", "fine-tune fault set", ft_faults, uses_faults=True),

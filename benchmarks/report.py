@@ -38,7 +38,7 @@ LABELS = {
     "ft_all": "fine-tune all",
     "ft_last2": "fine-tune last 2 units",
     "fine_pruning": "Fine-Pruning",
-    "random": "random neurons (INNER's count)",
+    "random": "random neurons or weights (INNER's count)",
     "grad_ratio": "gradient ratio (INNER's count)",
     "anp": "ANP",
     "ft_faults": "fine-tune INNER's fault set",
@@ -57,6 +57,26 @@ METRICS = (
 READING_FILE = "compare_reading.md"
 
 Key = tuple[str, str, int]  # model, scenario, budget
+
+
+# The settings that differ between scenarios or describe the loss; the rest are in
+# inner_onnx/repair.py's RepairSettings defaults.
+SHOWN_SETTINGS = (
+    "routing",
+    "epochs",
+    "average_epochs",
+    "patience",
+    "learning_rate",
+    "bad_loss_weight",
+    "clean_distillation_weight",
+    "clean_mixup_weight",
+    "bad_mixup_weight",
+    "probe_loss_weight",
+)
+
+
+def _settings_shown(record: dict[str, object]) -> list[tuple[str, object]]:
+    return [(key, record[key]) for key in SHOWN_SETTINGS if key in record]
 
 
 def kind_of(scenario: str) -> str:
@@ -307,13 +327,14 @@ def section(payload: dict, stem: str, reading: str) -> str:
         "within a run, not machines.",
         "",
         "Every fine-tuning method is the library's `MaskedTrainer` (inner_onnx.repair) with "
-        "the same data, validation split, early stopping and settings ("
-        + ", ".join(
-            f"{key} {value}"
-            for key, value in config["repair_settings"].items()
-            if key not in ("method", "seed")
+        "the same data, validation split and the settings `inner-onnx repair` uses for the "
+        "scenario (`settings_for`; "
+        + "; ".join(
+            f"{kind}: " + ", ".join(f"{key} {value}" for key, value in _settings_shown(record))
+            for kind, record in config["repair_settings"].items()
         )
-        + "); only the values each may change differ, and INNER alone adds its probe loss. "
+        + "); only the values each may change differ, and INNER alone adds its probe loss "
+        "(the routing settings apply to the methods that use INNER's fault set). "
         f"ANP does not fine-tune ({config['anp_iterations']} mask iterations on the clean data). "
         "Every number is measured in onnxruntime on the repaired ONNX model, on "
         f"{config['evaluation_size']} Fashion-MNIST test images no model or repair saw; "

@@ -27,7 +27,7 @@ from inner_onnx.attacks import generate
 from inner_onnx.data import Dataset
 from inner_onnx.evaluation import EvaluationSet
 from inner_onnx.faults import FaultSet
-from inner_onnx.localize import LocalizeSettings, localize
+from inner_onnx.localize import localize
 from inner_onnx.model import OnnxModel
 from inner_onnx.repair import RepairSettings, ValidationSplit, split_indices
 from inner_onnx.runtime import Runner
@@ -169,9 +169,12 @@ class Case:
         """INNER's fault set, localized on first use (its wall time kept in localize_seconds)."""
         if self._faults is None:
             started = time.perf_counter()
-            settings = LocalizeSettings(seed=self.seed)
             self._faults = localize(
-                self.runner, self.fresh_view(), self.train, self.train_bad.data, settings
+                self.runner,
+                self.fresh_view(),
+                self.train,
+                self.train_bad.data,
+                self.settings.localize,
             ).faults
             self.localize_seconds = time.perf_counter() - started
         return self._faults
