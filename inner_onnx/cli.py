@@ -157,7 +157,10 @@ ThreadsOpt = Annotated[
 ]
 TopKOpt = Annotated[
     int | None,
-    typer.Option("--top-k", help="Fault neurons (or weights) kept per unit; default 10% of it."),
+    typer.Option(
+        "--top-k",
+        help="Fault neurons (or weights) kept per unit; default 10% of it (adversarial 50%).",
+    ),
 ]
 
 
@@ -480,7 +483,7 @@ def repair_command(
         ),
     ] = None,
     val_fraction: Annotated[
-        float, typer.Option("--val-fraction", help="Share of -d held out for early stopping.")
+        float, typer.Option("--val-fraction", help="Share of -d held out for validation.")
     ] = 0.2,
     eval_data: Annotated[
         Path | None, typer.Option("--eval", help="Held-out data for the before/after numbers.")
