@@ -239,9 +239,7 @@ def anp(case: Case, iterations: int) -> onnx.ModelProto:
     """
     model = case.model
     units = model.units[:-1]  # every unit but the classifier output
-    view = case.fresh_view()
-    for _, parameter in view.onnx_parameters():
-        parameter.requires_grad_(False)
+    view = case.fresh_view().requires_grad_(False)
     masks = [torch.ones(u.neurons, requires_grad=True) for u in units]
     noise_w = [torch.zeros(u.neurons, requires_grad=True) for u in units]
     noise_b = [torch.zeros(u.neurons, requires_grad=True) for u in units]

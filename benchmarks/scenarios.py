@@ -199,9 +199,7 @@ def make_case(
     train, held = clean.subset(train_rows), clean.subset(held_rows)
     target = scenario.target_label
     if scenario.kind == "adversarial":
-        view = TorchView(model.proto, outputs=[model.logits_name]).eval()
-        for _, parameter in view.onnx_parameters():
-            parameter.requires_grad_(False)
+        view = TorchView(model.proto, outputs=[model.logits_name]).eval().requires_grad_(False)
         x_adv = generate(scenario.attack, view, train.x, train.y, CLIP, seed=seed)
         train_bad = BadSamples(
             Dataset(x_adv, train.y.copy(), str(scenario.attack)), None, scenario.attack, CLIP

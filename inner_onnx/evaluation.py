@@ -38,9 +38,7 @@ def evaluate(
     bad_pred = runner.predict(evaluation.bad.x) if evaluation.bad is not None else None
     robust_pred = None
     if evaluation.attack is not None:
-        view = TorchView(model.proto, outputs=[model.logits_name]).eval()
-        for _, parameter in view.onnx_parameters():
-            parameter.requires_grad_(False)
+        view = TorchView(model.proto, outputs=[model.logits_name]).eval().requires_grad_(False)
         clip = input_range(data.x, evaluation.clip)
         with reporter.step(f"attack {evaluation.attack}", len(data)) as advance:
             x_adv = generate(

@@ -391,9 +391,9 @@ class MaskedTrainer:
         # The original model, frozen, scores the clean mixtures (they are new every batch).
         self.teacher: TorchView | None = None
         if settings.clean_mixup_weight:
-            self.teacher = TorchView(model.proto, outputs=[model.logits_name]).eval()
-            for _, parameter in self.teacher.onnx_parameters():
-                parameter.requires_grad_(False)
+            self.teacher = (
+                TorchView(model.proto, outputs=[model.logits_name]).eval().requires_grad_(False)
+            )
         self.mixing = torch.Generator().manual_seed(settings.seed + 1)
 
     def _mix(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -95,10 +95,8 @@ class UnitRouter:
         self.probe = probe
         self.settings = settings
         sub, self.input_name = unit_subgraph(model, unit)
-        self.view = TorchView(sub).eval()
+        self.view = TorchView(sub).eval().requires_grad_(False)
         self.weight = self.view.parameter(unit.weight).detach()
-        for _, parameter in self.view.onnx_parameters():
-            parameter.requires_grad_(False)
 
     def _gated_weight(self, gates: torch.Tensor) -> torch.Tensor:
         if self.settings.granularity == "weight":
