@@ -283,7 +283,7 @@ def localize(
     from inner_onnx.data import load_npz
     from inner_onnx.fileio import check_output_path
     from inner_onnx.localize import localize as run_localize
-    from inner_onnx.repair import settings_for
+    from inner_onnx.repair import localize_settings_for
     from inner_onnx.runtime import Runner
     from inner_onnx.scenarios import make_bad_samples
     from inner_onnx.torchview import TorchView
@@ -291,15 +291,14 @@ def localize(
     model = _load_checked(model_path)
     source = _bad_source(scenario, bad, trigger, attack, target_label, clip)
     source.check(model)
-    # the scenario's defaults, as `repair` uses them: its --faults then finds the same set
-    settings = settings_for(
+    settings = localize_settings_for(
         source.scenario,
         seed=seed,
         layers=layers,
         granularity=granularity,
         top_k=top_k,
         threads=threads,
-    ).localize
+    )
     trigger_file = [source.trigger.path] if source.trigger is not None else []
     check_output_path(output, [model_path, data, *([bad] if bad else []), *trigger_file], force)
     clean = load_npz(data, model)

@@ -139,6 +139,38 @@ SCENARIO_DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 
+# The SCENARIO_DEFAULTS keys that configure localization; the rest are RepairSettings fields.
+LOCALIZE_KEYS = ("granularity", "layers", "top_fraction", "max_weight_fraction")
+
+
+def localize_settings_for(
+    scenario: str,
+    *,
+    seed: int = 0,
+    layers: int | None = None,
+    granularity: str | None = None,
+    top_k: int | None = None,
+    threads: int = 1,
+) -> LocalizeSettings:
+    """Localization settings with the scenario's defaults, overridden by what the user gave
+    (`localize` and `repair` share them, so `repair --faults` gets the set repair would find)."""
+    defaults = SCENARIO_DEFAULTS.get(scenario, {})
+    routing = RoutingSettings(
+        granularity=granularity or str(defaults.get("granularity", RoutingSettings.granularity)),
+        top_k=top_k,
+        top_fraction=float(defaults.get("top_fraction", RoutingSettings.top_fraction)),
+    )
+    return LocalizeSettings(
+        layers if layers is not None else int(defaults.get("layers", LocalizeSettings.layers)),
+        routing,
+        seed,
+        threads=threads,
+        max_weight_fraction=defaults.get(  # type: ignore[arg-type]
+            "max_weight_fraction", LocalizeSettings.max_weight_fraction
+        ),
+    )
+
+
 def settings_for(
     scenario: str,
     *,
@@ -152,23 +184,11 @@ def settings_for(
     threads: int = 1,
 ) -> RepairSettings:
     """Settings with the scenario's defaults, overridden by what the user gave."""
-    defaults = dict(SCENARIO_DEFAULTS.get(scenario, {}))
-    scenario_granularity = str(defaults.pop("granularity", RoutingSettings.granularity))
-    routing = RoutingSettings(
-        granularity=granularity or scenario_granularity,
-        top_k=top_k,
-        top_fraction=float(defaults.pop("top_fraction", RoutingSettings.top_fraction)),
-    )
-    localize_settings = LocalizeSettings(
-        layers if layers is not None else int(defaults.pop("layers", LocalizeSettings.layers)),
-        routing,
-        seed,
-        threads=threads,
-        max_weight_fraction=defaults.pop(  # type: ignore[arg-type]
-            "max_weight_fraction", LocalizeSettings.max_weight_fraction
-        ),
-    )
-    defaults.pop("layers", None)
+    defaults = {
+        key: value
+        for key, value in SCENARIO_DEFAULTS.get(scenario, {}).items()
+        if key not in LOCALIZE_KEYS
+    }
     if epochs is not None:
         defaults["epochs"] = epochs
         defaults["patience"] = min(int(defaults.get("patience", RepairSettings.patience)), epochs)
@@ -178,7 +198,14 @@ def settings_for(
         method=method,
         seed=seed,
         validation_fraction=validation_fraction,
-        localize=localize_settings,
+        localize=localize_settings_for(
+            scenario,
+            seed=seed,
+            layers=layers,
+            granularity=granularity,
+            top_k=top_k,
+            threads=threads,
+        ),
         **defaults,  # type: ignore[arg-type]
     )
 

@@ -21,6 +21,7 @@ from inner_onnx.repair import (
     RepairSettings,
     ValidationSplit,
     WeightAverage,
+    localize_settings_for,
     repair,
     settings_for,
     split_indices,
@@ -159,6 +160,10 @@ def test_backdoor_defaults_and_user_overrides() -> None:
     assert wrong.clean_mixup_weight == 0 and wrong.bad_mixup_weight == 0
     with pytest.raises(InputError, match="average_epochs"):
         RepairSettings(epochs=5, average_epochs=6)
+    # `localize` takes the same localization settings as `repair`, per scenario
+    for scenario in ("backdoor", "wrong", "adversarial"):
+        assert localize_settings_for(scenario, seed=2) == settings_for(scenario, seed=2).localize
+    assert settings_for("adversarial").localize.layers == 4
 
 
 def test_weight_average_covers_the_last_epochs_only() -> None:
