@@ -31,7 +31,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from inner_onnx.model import OnnxModel
+from inner_onnx.io.model import OnnxModel
 from inner_onnx.runtime import Runner, pool_activation_torch
 from inner_onnx.torchview import TorchView
 

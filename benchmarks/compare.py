@@ -33,10 +33,10 @@ from benchmarks.methods import Method, methods
 from benchmarks.models import MODELS, WEAK_CLASS, fashion_test
 from benchmarks.report import invocations, write_outputs
 from benchmarks.scenarios import SCENARIOS, Case, TestSplit, make_case
-from inner_onnx.evaluation import evaluate
-from inner_onnx.metrics import sensitivity
-from inner_onnx.model import OnnxModel
-from inner_onnx.repair import RepairSettings, changed_values, settings_for
+from inner_onnx.io.model import OnnxModel
+from inner_onnx.measure.evaluation import evaluate
+from inner_onnx.measure.metrics import sensitivity
+from inner_onnx.repair.pipeline import RepairSettings, changed_values, settings_for
 from inner_onnx.runtime import Runner
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
@@ -146,12 +146,15 @@ def library_state() -> dict[str, object]:
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False
     ).stdout.strip()
-    files = ("repair.py", "localize.py", "routing.py", "selection.py", "probes.py")
+    folders = ("repair", "localize", "scenarios")
     return {
         "commit": commit,
         "sha256": {
-            name: hashlib.sha256((root / "inner_onnx" / name).read_bytes()).hexdigest()[:16]
-            for name in files
+            str(path.relative_to(root / "inner_onnx")): hashlib.sha256(
+                path.read_bytes()
+            ).hexdigest()[:16]
+            for folder in folders
+            for path in sorted((root / "inner_onnx" / folder).rglob("*.py"))
         },
     }
 

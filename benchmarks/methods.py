@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.scenarios import Case
-from inner_onnx.faults import FaultNeuron, FaultSet
-from inner_onnx.model import OnnxModel, Unit
+from inner_onnx.io.model import OnnxModel, Unit
+from inner_onnx.localize.faults import FaultNeuron, FaultSet
 from inner_onnx.progress import QUIET
-from inner_onnx.repair import MaskedTrainer, ProbeTerm, fault_masks, probe_terms_for_faults
+from inner_onnx.repair.pipeline import MaskedTrainer, ProbeTerm, fault_masks, probe_terms_for_faults
 from inner_onnx.torchview import TorchView
 
 Masks = dict[str, np.ndarray]

@@ -1,7 +1,7 @@
 """Repair time of INNER over plain fine-tuning of all weights (target <= 2x), and the demo.
 
 Both methods repair samples/torch_badnets (clean.npz + bad.npz, backdoor, target
-label 0) through `inner_onnx.repair.repair` with the backdoor scenario's settings
+label 0) through `inner_onnx.repair.pipeline.repair` with the backdoor scenario's settings
 (`settings_for("backdoor")`: the same loss, mixup terms and weight averaging for
 both), the same data, the same fixed number of epochs and early stopping disabled
 (patience beyond the epochs, an ASR target no model can reach), in interleaved
@@ -28,11 +28,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.capture import machine
-from inner_onnx.data import load_npz
-from inner_onnx.model import OnnxModel
+from inner_onnx.io.data import load_npz
+from inner_onnx.io.model import OnnxModel
 from inner_onnx.progress import Advance, Reporter
-from inner_onnx.repair import repair, settings_for
-from inner_onnx.scenarios import BadSource
+from inner_onnx.repair.pipeline import repair, settings_for
+from inner_onnx.scenarios.sources import BadSource
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "torch_badnets"
 CLI = Path(sys.executable).with_name("inner-onnx")

@@ -13,13 +13,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from inner_onnx.data import load_npz
-from inner_onnx.evaluation import EvaluationSet
-from inner_onnx.model import OnnxModel
-from inner_onnx.repair import repair, settings_for
-from inner_onnx.samples import SAMPLES_ROOT
-from inner_onnx.scenarios import BadSource
-from inner_onnx.specs import parse_attack
+from inner_onnx.io.data import load_npz
+from inner_onnx.io.model import OnnxModel
+from inner_onnx.io.samples import SAMPLES_ROOT
+from inner_onnx.io.specs import parse_attack
+from inner_onnx.measure.evaluation import EvaluationSet
+from inner_onnx.repair.pipeline import repair, settings_for
+from inner_onnx.scenarios.sources import BadSource
 
 
 @dataclass(frozen=True)

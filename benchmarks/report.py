@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from inner_onnx.fileio import write_json_atomic
+from inner_onnx.io.fileio import write_json_atomic
 
 SECTION = "## INNER vs other repair methods"
 ACCURACY_TOLERANCE = 0.01
@@ -326,7 +326,7 @@ def section(payload: dict, stem: str, reading: str) -> str:
         f"{machine['onnxruntime']}. It was shared with other jobs, so times compare methods "
         "within a run, not machines.",
         "",
-        "Every fine-tuning method is the library's `MaskedTrainer` (inner_onnx.repair) with "
+        "Every fine-tuning method is the library's `MaskedTrainer` with "
         "the same data, validation split and the settings `inner-onnx repair` uses for the "
         "scenario (`settings_for`; "
         + "; ".join(

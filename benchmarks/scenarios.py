@@ -23,18 +23,18 @@ from benchmarks.models import (
     blend_pattern,
     patch_pattern,
 )
-from inner_onnx.attacks import generate
-from inner_onnx.data import Dataset
-from inner_onnx.evaluation import EvaluationSet
-from inner_onnx.faults import FaultSet
-from inner_onnx.localize import localize
-from inner_onnx.model import OnnxModel
-from inner_onnx.repair import RepairSettings, ValidationSplit, split_indices
+from inner_onnx.io.data import Dataset
+from inner_onnx.io.model import OnnxModel
+from inner_onnx.io.specs import AttackSpec, BlendSpec, FgsmSpec, PatchSpec, PgdSpec, TriggerSpec
+from inner_onnx.localize.faults import FaultSet
+from inner_onnx.localize.pipeline import localize
+from inner_onnx.measure.attacks import generate
+from inner_onnx.measure.evaluation import EvaluationSet
+from inner_onnx.repair.pipeline import RepairSettings, ValidationSplit, split_indices
 from inner_onnx.runtime import Runner
-from inner_onnx.scenarios import BadSamples
-from inner_onnx.specs import AttackSpec, BlendSpec, FgsmSpec, PatchSpec, PgdSpec, TriggerSpec
+from inner_onnx.scenarios.sources import BadSamples
+from inner_onnx.scenarios.triggers import backdoor_bad_samples
 from inner_onnx.torchview import TorchView
-from inner_onnx.triggers import backdoor_bad_samples
 
 CLIP = (0.0, 1.0)  # every model takes raw [0, 1] pixels
 

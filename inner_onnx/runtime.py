@@ -24,9 +24,9 @@ import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OrtFail
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
 
-from inner_onnx.data import check_layout
 from inner_onnx.errors import InputError
-from inner_onnx.model import OnnxModel, Unit
+from inner_onnx.io.data import check_layout
+from inner_onnx.io.model import OnnxModel, Unit
 
 if TYPE_CHECKING:
     import torch
@@ -278,3 +278,29 @@ def capture_pooled(
     progress: Progress | None = None,
 ) -> dict[str, np.ndarray]:
     return Runner(model, device).pooled(x, units, batch_size, progress)
+
+
+def parity_max_abs_diff(proto: onnx.ModelProto, x: np.ndarray) -> float:
+    """Largest |view - onnxruntime| over all graph outputs on the batch `x` (CPU provider)."""
+    import torch
+
+    from inner_onnx.torchview import TorchView
+
+    session = ort.InferenceSession(
+        proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"]
+    )
+    try:
+        expected = session.run(None, {session.get_inputs()[0].name: x})
+    except (OrtFail, OrtInvalidArgument) as exc:
+        raise InputError(
+            f"onnxruntime cannot run the model on inputs of shape {list(x.shape)}: "
+            f"{str(exc).strip().splitlines()[0]}"
+        ) from None
+    view = TorchView(proto)
+    with torch.no_grad():
+        got = view(torch.from_numpy(x))
+    got = got if isinstance(got, tuple) else (got,)
+    return max(
+        float(np.max(np.abs(g.numpy().astype(np.float64) - e.astype(np.float64)), initial=0.0))
+        for g, e in zip(got, expected)
+    )

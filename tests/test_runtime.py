@@ -6,10 +6,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from helpers import TinyTorchCNN, dense_sequence_model, export_torch
 
 from inner_onnx.errors import InputError
-from inner_onnx.model import OnnxModel
+from inner_onnx.io.model import OnnxModel
 from inner_onnx.runtime import (
     CPU,
     CUDA,
@@ -24,6 +23,7 @@ from inner_onnx.runtime import (
     select_providers,
     session_options,
 )
+from tests.support.torch_models import TinyTorchCNN, dense_sequence_model, export_torch
 
 
 @pytest.fixture(scope="module")

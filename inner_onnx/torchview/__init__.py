@@ -10,7 +10,6 @@ from inner_onnx.torchview.registry import UnsupportedOpError
 from inner_onnx.torchview.view import (
     TorchView,
     check_supported,
-    parity_max_abs_diff,
     supported_ops,
     unsupported_nodes,
 )
@@ -19,7 +18,6 @@ __all__ = [
     "TorchView",
     "UnsupportedOpError",
     "check_supported",
-    "parity_max_abs_diff",
     "supported_ops",
     "unsupported_nodes",
 ]

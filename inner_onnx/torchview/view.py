@@ -11,14 +11,13 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
 import onnx.inliner
 import torch
 
 from inner_onnx.errors import InputError
-from inner_onnx.model import FLOAT_TYPES, graph_inputs, node_names
-from inner_onnx.torchview import ops_math, ops_nn, ops_resize, ops_tensor  # noqa: F401 (registers)
+from inner_onnx.torchview import ops  # noqa: F401 (registers the op functions)
+from inner_onnx.torchview.graph import FLOAT_TYPES, graph_inputs, node_names
 from inner_onnx.torchview.registry import (
     ONNX_DOMAINS,
     UnsupportedOpError,
@@ -276,33 +275,6 @@ class TorchView(torch.nn.Module):
                 value = self._parameters[key].detach().cpu().numpy()
                 store_if_changed(tensor, value)
         return model
-
-
-def parity_max_abs_diff(proto: onnx.ModelProto, x: np.ndarray) -> float:
-    """Largest |view - onnxruntime| over all graph outputs on the batch `x` (CPU provider)."""
-    import onnxruntime
-
-    from inner_onnx.errors import InputError
-    from inner_onnx.runtime import OrtFail, OrtInvalidArgument, session_options
-
-    session = onnxruntime.InferenceSession(
-        proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"]
-    )
-    try:
-        expected = session.run(None, {session.get_inputs()[0].name: x})
-    except (OrtFail, OrtInvalidArgument) as exc:
-        raise InputError(
-            f"onnxruntime cannot run the model on inputs of shape {list(x.shape)}: "
-            f"{str(exc).strip().splitlines()[0]}"
-        ) from None
-    view = TorchView(proto)
-    with torch.no_grad():
-        got = view(torch.from_numpy(x))
-    got = got if isinstance(got, tuple) else (got,)
-    return max(
-        float(np.max(np.abs(g.numpy().astype(np.float64) - e.astype(np.float64)), initial=0.0))
-        for g, e in zip(got, expected)
-    )
 
 
 def supported_ops() -> list[str]:

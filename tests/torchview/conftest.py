@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import onnx
 import pytest
-from torchview_models import ALL_MODELS, model_named
+
+from tests.support.torchview_models import ALL_MODELS, model_named
 
 
 @pytest.fixture(params=ALL_MODELS)
@@ -14,7 +15,7 @@ def any_model(request) -> onnx.ModelProto:
 
 def pytest_terminal_summary(terminalreporter) -> None:
     """One line on the ONNX conformance cases: matched, refused by reason, failed."""
-    import test_conformance
+    from tests.torchview import test_conformance
 
     reports = [
         report

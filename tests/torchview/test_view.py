@@ -12,18 +12,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
-from torchview_models import batch_for, model_named, source_module
 
 from inner_onnx.errors import InputError
-from inner_onnx.model import find_units
+from inner_onnx.io.model import find_units
+from inner_onnx.runtime import parity_max_abs_diff
 from inner_onnx.torchview import (
     TorchView,
     UnsupportedOpError,
     check_supported,
-    parity_max_abs_diff,
     supported_ops,
     unsupported_nodes,
 )
+from tests.support.torchview_models import batch_for, model_named, source_module
 
 SAMPLES = sorted((Path(__file__).resolve().parents[2] / "samples").glob("**/*.onnx"))
 # The op coverage the brief of the torch view asks for.

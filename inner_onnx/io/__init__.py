@@ -1,0 +1,1 @@
+"""Reading and writing what the user hands over: the model, data files, specs, outputs."""

@@ -1,0 +1,166 @@
+"""Fault localization (DESIGN.md steps 1-3): probes, layer selection, neuron routing.
+
+Activations for the probes come from onnxruntime (the model as deployed);
+routing backpropagates through the torch view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from inner_onnx.errors import InputError
+from inner_onnx.io.data import Dataset
+from inner_onnx.io.model import OnnxModel
+from inner_onnx.localize.faults import FaultSet, UnitScore
+from inner_onnx.localize.probes import ProbeSet
+from inner_onnx.localize.routing import RoutingSettings, choose_route_samples, route
+from inner_onnx.localize.selection import layer_scores, select_layers
+from inner_onnx.progress import QUIET, Reporter
+from inner_onnx.runtime import Runner
+from inner_onnx.torchview import TorchView
+
+
+@contextmanager
+def pinned_threads(count: int) -> Iterator[None]:
+    """Run torch on `count` threads: float sums differ with the thread count, and the same
+    inputs and seed must give the same bytes on any machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass(frozen=True)
+class LocalizeSettings:
+    layers: int = 3
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    seed: int = 0
+    probe_holdout: float = 0.2
+    threads: int = 1
+    # a small change is the point of INNER: unless the user sets --top-k, the fault set covers
+    # at most this share of the unit weights (None: no limit)
+    max_weight_fraction: float | None = 0.1
+
+    def __post_init__(self) -> None:
+        if self.layers < 1:
+            raise InputError(f"--layers must be at least 1, got {self.layers}")
+        if self.threads < 1:
+            raise InputError(f"--threads must be at least 1, got {self.threads}")
+
+
+@dataclass
+class Localization:
+    faults: FaultSet
+    probes: ProbeSet
+    # what the probes were fitted on: pooled clean features per unit, and which clean samples
+    # the model gets right (repair's distillation teachers come from them)
+    clean_features: dict[str, np.ndarray]
+    clean_correct: np.ndarray
+
+
+def fit_probes(
+    runner: Runner,
+    clean: Dataset,
+    units: list[str] | None,
+    seed: int,
+    holdout: float,
+    reporter: Reporter,
+) -> tuple[ProbeSet, dict[str, np.ndarray], np.ndarray]:
+    """Probes on clean activations; returns them, the pooled features and the model's scores."""
+    model = runner.model
+    chosen = model.units if units is None else [model.unit(name) for name in units]
+    with reporter.step("activations (onnxruntime)", len(clean)) as advance:
+        capture = runner.capture(clean.x, chosen, progress=advance)
+    with reporter.step("probes", len(chosen)) as advance:
+        probes = ProbeSet().fit(capture.pooled, clean.y, model.num_classes, seed, holdout, advance)
+    return probes, capture.pooled, capture.scores
+
+
+def probes_for_faults(
+    runner: Runner,
+    clean: Dataset,
+    faults: FaultSet,
+    settings: LocalizeSettings,
+    reporter: Reporter = QUIET,
+) -> Localization:
+    """A fault set read from a file, with its selected units' probes fitted afresh."""
+    with pinned_threads(settings.threads):
+        probes, features, scores = fit_probes(
+            runner, clean, faults.selected_units, settings.seed, settings.probe_holdout, reporter
+        )
+    return Localization(faults, probes, features, scores.argmax(axis=1) == clean.y)
+
+
+def localize(
+    runner: Runner,
+    view: TorchView,
+    clean: Dataset,
+    bad: Dataset,
+    settings: LocalizeSettings,
+    reporter: Reporter = QUIET,
+) -> Localization:
+    with pinned_threads(settings.threads):
+        return _localize(runner, view, clean, bad, settings, reporter)
+
+
+def _localize(
+    runner: Runner,
+    view: TorchView,
+    clean: Dataset,
+    bad: Dataset,
+    settings: LocalizeSettings,
+    reporter: Reporter,
+) -> Localization:
+    model: OnnxModel = runner.model
+    probes, clean_features, clean_scores = fit_probes(
+        runner, clean, None, settings.seed, settings.probe_holdout, reporter
+    )
+    with reporter.step("activations of bad samples", len(bad)) as advance:
+        bad_capture = runner.capture(bad.x, progress=advance)
+    clean_correct = clean_scores.argmax(axis=1) == clean.y
+    if not clean_correct.any():
+        raise InputError(f"{clean.source}: the model gets no clean sample right")
+    bad_wrong = bad_capture.scores.argmax(axis=1) != bad.y
+    # The samples that show the fault decide the layers (as in the paper's reference code);
+    # when the model gets every bad sample right, all of them are used.
+    shown = bad_wrong if bad_wrong.any() else np.ones(len(bad), dtype=bool)
+    scores = layer_scores(
+        probes,
+        clean_features,
+        clean_correct,
+        {name: features[shown] for name, features in bad_capture.pooled.items()},
+        clean_labels=clean.y,
+        bad_labels=bad.y[shown],
+    )
+    selected = select_layers(scores, min(settings.layers, len(model.units)))
+    rows = choose_route_samples(bad_wrong, settings.routing.max_samples, settings.seed)
+    with reporter.step("neuron routing", len(selected)) as advance:
+        neurons, weight_indices, unit_votes = route(
+            model, view, probes.probes, selected, bad.x[rows], settings.routing, advance
+        )
+    units = [
+        UnitScore(u.name, float(scores[u.name]), float(probes.accuracy[u.name]), u.name in selected)
+        for u in model.units
+    ]
+    record = asdict(settings)
+    record["route_samples"] = len(rows)
+    faults = FaultSet(
+        model.sha256,
+        settings.routing.granularity,
+        units,
+        neurons,
+        weight_indices,
+        unit_votes,
+        record,
+    )
+    budgeted = settings.routing.granularity == "neuron" and settings.routing.top_k is None
+    if settings.max_weight_fraction is not None and budgeted:
+        faults = faults.within_budget(model, settings.max_weight_fraction)
+    return Localization(faults, probes, clean_features, clean_correct)

@@ -1,0 +1,216 @@
+"""Neuron routing (DESIGN.md step 3): which neurons carry each bad sample's route.
+
+For a selected unit, every bad sample gets its own gate `r ∈ [0, 1]` per neuron
+(or per weight element) on the unit's weight. Starting from 1, the gates follow
+the gradient that keeps the unit's probe on its own prediction, while an L1
+pull drags them toward 0; after the steps, the gates above the sample's mean
+gate mark its route and each such neuron gets a vote.
+
+Only the unit's own little subgraph (the unit node, its bias Add, its
+activation) is re-run under the gates: the unit's input does not depend on
+them, so it is computed once, and `torch.func.vmap` runs every sample with its
+own gated weight in one batched call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper
+
+from inner_onnx.errors import InputError
+from inner_onnx.io.model import OnnxModel, Unit
+from inner_onnx.localize.faults import FaultNeuron
+from inner_onnx.localize.probes import LinearProbe
+from inner_onnx.runtime import pool_activation_torch
+from inner_onnx.torchview import TorchView
+
+GRANULARITIES = ("neuron", "weight")
+
+
+@dataclass(frozen=True)
+class RoutingSettings:
+    granularity: str = "neuron"
+    steps: int = 40
+    step_size: float = 0.01
+    l1: float = 0.005
+    max_samples: int = 100
+    # neurons (or weight elements) kept per unit; None: `top_fraction` of the unit, at least one
+    top_k: int | None = None
+    top_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.granularity not in GRANULARITIES:
+            raise InputError(
+                f"unknown granularity {self.granularity!r}; choose {' or '.join(GRANULARITIES)}"
+            )
+        if self.top_k is not None and self.top_k < 1:
+            raise InputError(f"--top-k must be at least 1, got {self.top_k}")
+        if not 0 < self.top_fraction <= 1:
+            raise InputError(f"top fraction must be in (0, 1], got {self.top_fraction}")
+
+    def keep(self, size: int) -> int:
+        if self.top_k is not None:
+            return min(size, self.top_k)
+        return max(1, math.ceil(size * self.top_fraction))
+
+
+def unit_subgraph(model: OnnxModel, unit: Unit) -> tuple[onnx.ModelProto, str]:
+    """The nodes from the unit's input to its activation, as a model of their own."""
+    producers = {out: node for node in model.proto.graph.node for out in node.output}
+    chain: list[onnx.NodeProto] = []
+    tensor = unit.activation
+    while True:
+        node = producers[tensor]
+        chain.append(node)
+        if node.op_type == unit.op and len(node.input) > 1 and node.input[1] == unit.weight:
+            break
+        tensor = next(name for name in node.input if name not in model.initializers)
+    chain.reverse()
+    unit_input = chain[0].input[0]
+    used = {name for node in chain for name in node.input}
+    initializers = [init for init in model.proto.graph.initializer if init.name in used]
+    graph = helper.make_graph(
+        chain,
+        f"{unit.name}_subgraph",
+        [helper.make_tensor_value_info(unit_input, onnx.TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(unit.activation, onnx.TensorProto.FLOAT, None)],
+        initializers,
+    )
+    sub = helper.make_model(graph, opset_imports=list(model.proto.opset_import))
+    sub.ir_version = model.proto.ir_version
+    return sub, unit_input
+
+
+class UnitRouter:
+    """Routes bad samples through one unit; `votes()` counts how often each gate stays on."""
+
+    def __init__(self, model: OnnxModel, unit: Unit, probe: LinearProbe, settings: RoutingSettings):
+        self.unit = unit
+        self.probe = probe
+        self.settings = settings
+        sub, self.input_name = unit_subgraph(model, unit)
+        self.view = TorchView(sub).eval().requires_grad_(False)
+        self.weight = self.view.parameter(unit.weight).detach()
+
+    def _gated_weight(self, gates: torch.Tensor) -> torch.Tensor:
+        if self.settings.granularity == "weight":
+            return gates * self.weight
+        shape = [1] * self.weight.dim()
+        shape[self.unit.neuron_axis] = -1
+        return gates.reshape(shape) * self.weight
+
+    def _probe_logits(self, weights: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        def one_sample(weight: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+            activation = self.view(sample.unsqueeze(0), overrides={self.unit.weight: weight})
+            return pool_activation_torch(activation, self.unit)[0]
+
+        pooled = torch.func.vmap(one_sample)(weights, inputs)
+        return self.probe.torch_logits(pooled)
+
+    def votes(self, unit_inputs: torch.Tensor) -> np.ndarray:
+        """Per-gate vote counts over the samples: shape [neurons] or the weight's shape."""
+        count = len(unit_inputs)
+        if self.settings.granularity == "weight":
+            gates = torch.ones((count, *self.weight.shape))
+        else:
+            gates = torch.ones((count, self.unit.neurons))
+        with torch.no_grad():
+            initial = torch.func.vmap(self._gated_weight)(gates)
+            targets = self._probe_logits(initial, unit_inputs).argmax(dim=1)
+        # The neuron gate's gradient sums over its weight slice: dividing by the slice's L1 norm
+        # gives a weighted mean of per-weight gradients, so both granularities step alike.
+        slice_norm = self._slice_l1_norm()
+        for _ in range(self.settings.steps):
+            if self.settings.granularity == "weight":
+                gated = torch.func.vmap(self._gated_weight)(gates).requires_grad_(True)
+                loss = torch.nn.functional.cross_entropy(
+                    self._probe_logits(gated, unit_inputs), targets, reduction="sum"
+                )
+                (gradient,) = torch.autograd.grad(loss, gated)
+            else:
+                gates.requires_grad_(True)
+                loss = torch.nn.functional.cross_entropy(
+                    self._probe_logits(torch.func.vmap(self._gated_weight)(gates), unit_inputs),
+                    targets,
+                    reduction="sum",
+                )
+                (gradient,) = torch.autograd.grad(loss, gates)
+                gradient = gradient / slice_norm
+                gates = gates.detach()
+            with torch.no_grad():
+                step = self.settings.step_size * gradient + self.settings.l1 * torch.sign(gates)
+                gates = (gates - step).clamp_(0.0, 1.0)
+        flat = gates.reshape(count, -1)
+        above_mean = flat > flat.mean(dim=1, keepdim=True)
+        return above_mean.sum(dim=0).reshape(gates.shape[1:]).numpy().astype(np.int64)
+
+    def _slice_l1_norm(self) -> torch.Tensor:
+        axes = [d for d in range(self.weight.dim()) if d != self.unit.neuron_axis]
+        return self.weight.abs().sum(dim=axes).clamp_min(1e-12)
+
+
+def choose_route_samples(wrong: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Up to `limit` bad-sample indices, those the model gets wrong first (they show the fault)."""
+    rng = np.random.default_rng(seed)
+    wrong_idx = rng.permutation(np.flatnonzero(wrong))
+    right_idx = rng.permutation(np.flatnonzero(~wrong))
+    return np.sort(np.concatenate([wrong_idx, right_idx])[:limit])
+
+
+def route(
+    model: OnnxModel,
+    view: TorchView,
+    probes: dict[str, LinearProbe],
+    units: list[str],
+    x_route: np.ndarray,
+    settings: RoutingSettings,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[FaultNeuron], dict[str, list[int]], dict[str, list[int]]]:
+    """Fault neurons sorted by votes, the kept weight indices (weight granularity) and every
+    neuron's votes per unit."""
+    routers = [UnitRouter(model, model.unit(name), probes[name], settings) for name in units]
+    with torch.no_grad():
+        _, captured = view(torch.from_numpy(x_route), capture=[r.input_name for r in routers])
+    neurons: list[FaultNeuron] = []
+    weight_indices: dict[str, list[int]] = {}
+    unit_votes: dict[str, list[int]] = {}
+    for router in routers:
+        unit = router.unit
+        votes = router.votes(captured[router.input_name].detach())
+        if settings.granularity == "weight":
+            flat = votes.reshape(-1)
+            kept = _top(flat, settings.keep(flat.size))
+            weight_indices[unit.name] = [int(i) for i in kept]
+            kept_mask = np.zeros(flat.size, dtype=bool)
+            kept_mask[kept] = True
+            per_neuron = _per_neuron(np.where(kept_mask, flat, 0).reshape(votes.shape), unit)
+            chosen = np.flatnonzero(per_neuron)
+            chosen = chosen[np.argsort(-per_neuron[chosen], kind="stable")]
+        else:
+            per_neuron = votes
+            chosen = _top(per_neuron, settings.keep(unit.neurons))
+        neurons += [FaultNeuron(unit.name, int(i), int(per_neuron[i])) for i in chosen]
+        unit_votes[unit.name] = [int(v) for v in _per_neuron(votes, unit)]
+        if progress:
+            progress(1)
+    neurons.sort(key=lambda n: -n.votes)
+    return neurons, weight_indices, unit_votes
+
+
+def _top(votes: np.ndarray, keep: int) -> np.ndarray:
+    """Indices of the `keep` largest vote counts, ties broken by index (deterministic)."""
+    order = np.argsort(-votes, kind="stable")
+    return order[:keep]
+
+
+def _per_neuron(votes: np.ndarray, unit: Unit) -> np.ndarray:
+    if votes.ndim == 1:
+        return votes
+    axes = tuple(d for d in range(votes.ndim) if d != unit.neuron_axis)
+    return votes.sum(axis=axes)

@@ -1,0 +1,1 @@
+"""Figures through onnxruntime: metrics, evaluation sets, adversarial attacks."""

@@ -1,0 +1,62 @@
+"""Every reported number is measured through onnxruntime on the model as written.
+
+Adversarial examples need gradients, so they are generated on the torch view
+of the same model; their predictions still come from onnxruntime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from inner_onnx.io.data import Dataset
+from inner_onnx.io.specs import AttackSpec
+from inner_onnx.measure.attacks import generate, input_range
+from inner_onnx.measure.metrics import Metrics, summarize
+from inner_onnx.progress import QUIET, Reporter
+from inner_onnx.runtime import Runner
+from inner_onnx.torchview import TorchView
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """What to measure: clean data, optional bad samples and attacker target, optional attack."""
+
+    data: Dataset
+    bad: Dataset | None = None
+    target_label: int | None = None
+    attack: AttackSpec | None = None
+    clip: tuple[float, float] | None = None
+    name: str = ""
+
+
+def evaluate(
+    runner: Runner, evaluation: EvaluationSet, seed: int = 0, reporter: Reporter = QUIET
+) -> Metrics:
+    model = runner.model
+    data = evaluation.data
+    pred = runner.predict(data.x)
+    bad_pred = runner.predict(evaluation.bad.x) if evaluation.bad is not None else None
+    robust_pred = None
+    if evaluation.attack is not None:
+        view = TorchView(model.proto, outputs=[model.logits_name]).eval().requires_grad_(False)
+        clip = input_range(data.x, evaluation.clip)
+        with reporter.step(f"attack {evaluation.attack}", len(data)) as advance:
+            x_adv = generate(
+                evaluation.attack,
+                view,
+                data.x,
+                data.y,
+                clip,
+                seed=seed,
+                progress=advance,
+            )
+        robust_pred = runner.predict(x_adv)
+    return summarize(
+        pred,
+        data.y,
+        model.num_classes,
+        bad_pred=bad_pred,
+        bad_y=evaluation.bad.y if evaluation.bad is not None else None,
+        target=evaluation.target_label if evaluation.bad is not None else None,
+        robust_pred=robust_pred,
+    )

@@ -1,0 +1,1 @@
+"""What a person reads: summaries and the HTML report."""

@@ -1,0 +1,1 @@
+"""Repair (DESIGN.md steps 4-5): problem, methods, trainer, write-back and verification."""

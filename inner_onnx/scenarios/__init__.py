@@ -1,0 +1,1 @@
+"""The defects inner-onnx repairs, one Scenario object each."""

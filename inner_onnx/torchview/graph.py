@@ -1,0 +1,25 @@
+"""Facts about an ONNX graph that the view and the model reader share."""
+
+from __future__ import annotations
+
+import onnx
+
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+
+
+def graph_inputs(graph: onnx.GraphProto, initializers: dict) -> list[onnx.ValueInfoProto]:
+    """Real inputs: graph inputs that are not initializers (old IRs list both)."""
+    return [vi for vi in graph.input if vi.name not in initializers]
+
+
+def node_names(graph: onnx.GraphProto) -> list[str]:
+    """Node names, with `op_index` standing in for empty ones, unique over the graph."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for index, node in enumerate(graph.node):
+        name = node.name or f"{node.op_type}_{index}"
+        if name in seen:
+            name = f"{name}_{index}"
+        seen.add(name)
+        names.append(name)
+    return names
