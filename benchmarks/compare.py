@@ -29,14 +29,17 @@ import onnx
 import onnxruntime
 import torch
 
-from benchmarks.methods import Method, methods
 from benchmarks.models import MODELS, WEAK_CLASS, fashion_test
 from benchmarks.report import invocations, write_outputs
 from benchmarks.scenarios import SCENARIOS, Case, TestSplit, make_case
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.measure.evaluation import evaluate
 from inner_onnx.measure.metrics import sensitivity
-from inner_onnx.repair.pipeline import RepairSettings, changed_values, settings_for
+from inner_onnx.repair.methods import METHODS, RepairMethod
+from inner_onnx.repair.methods.anp import Anp
+from inner_onnx.repair.pipeline import run_plan, settings_for
+from inner_onnx.repair.settings import RepairSettings
+from inner_onnx.repair.verify import changed_values
 from inner_onnx.runtime import Runner
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
@@ -67,14 +70,19 @@ FULL_PAIRS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
     ("vgg_weak", "fgsm", (500,)),
     ("cnn_weak", "pgd", (500,)),
 )
-ALL_METHODS = tuple(methods(1))
+ALL_METHODS = tuple(METHODS)
 FULL = Config(FULL_PAIRS, 3, ALL_METHODS, None, 2000, 200, False)
 QUICK = Config((("cnn_badnets", "badnets", (100,)),), 1, ALL_METHODS, 10, 500, 40, True)
 
 
 def case_settings(config: Config, kind: str, seed: int = 0) -> RepairSettings:
     """The settings `inner-onnx repair` uses for the scenario; every method shares them."""
-    return settings_for(kind, seed=seed, epochs=config.epochs)
+    return settings_for(kind, epochs=config.epochs)
+
+
+def methods(anp_iterations: int) -> dict[str, RepairMethod]:
+    """The library's registry, with ANP's iteration count set by the run."""
+    return {**METHODS, "anp": Anp(iterations=anp_iterations)}
 
 
 def log(message: str) -> None:
@@ -98,36 +106,38 @@ def measure(model: OnnxModel, case: Case) -> dict[str, object]:
     }
 
 
-def run_method(method: Method, case: Case) -> dict[str, object]:
+def run_method(method: RepairMethod, case: Case) -> dict[str, object]:
+    """The method's plan run by the library's repair stages; the proto measured as written."""
     torch.manual_seed(case.seed)
     started = time.perf_counter()
-    proto = method.run(case)
+    view, _ = run_plan(case.problem, method.plan(case.problem))
+    proto = view.write_back()
     seconds = time.perf_counter() - started
     repaired = OnnxModel(proto)
     record: dict[str, object] = measure(repaired, case)
     record["weights_changed"] = sum(changed_values(case.model, proto).values())
-    record["seconds"] = seconds + (case.localize_seconds if method.uses_faults else 0.0)
+    record["seconds"] = seconds + (case.problem.localize_seconds if method.uses_faults else 0.0)
     return record
 
 
-def run_case(case: Case, chosen: list[Method]) -> list[dict[str, object]]:
+def run_case(case: Case, chosen: list[RepairMethod]) -> list[dict[str, object]]:
     base = {
         "model": case.model_name,
         "scenario": case.scenario.name,
         "budget": case.budget,
         "seed": case.seed,
-        "train_clean": len(case.train),
-        "train_bad": len(case.train_bad.data),
+        "train_clean": len(case.problem.train),
+        "train_bad": len(case.problem.train_bad.data),
         "bad_samples": case.bad_count,
     }
     original = measure(case.model, case)
     rows = [{**base, "method": "original", **original, "weights_changed": 0, "seconds": 0.0}]
-    faults = case.faults  # localized once, before any method is timed
+    faults = case.problem.faults  # localized once, before any method is timed
     base["fault_neurons"] = len(faults.neurons)
     base["fault_weights"] = faults.weights_covered(case.model)
-    base["localize_seconds"] = case.localize_seconds
+    base["localize_seconds"] = case.problem.localize_seconds
     for method in chosen:
-        if case.kind not in method.kinds:
+        if case.kind not in method.scenarios:
             continue
         record = run_method(method, case)
         log(
@@ -237,7 +247,10 @@ def describe(config: Config) -> dict[str, object]:
 
 
 def settings_record(settings: RepairSettings) -> dict[str, object]:
-    record = {key: value for key, value in asdict(settings).items() if key != "localize"}
+    """The training, loss and stopping settings, flat, and the routing in words."""
+    record: dict[str, object] = {}
+    for group in ("training", "loss", "stopping"):
+        record.update(asdict(getattr(settings, group)))
     routing = settings.localize.routing
     record["routing"] = f"{routing.granularity} gates, {settings.localize.layers} units"
     return record

@@ -28,11 +28,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.capture import machine
+from inner_onnx.context import RunContext
 from inner_onnx.io.data import load_npz
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.progress import Advance, Reporter
 from inner_onnx.repair.pipeline import repair, settings_for
-from inner_onnx.scenarios.sources import BadSource
+from inner_onnx.scenarios import BadSource
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "torch_badnets"
 CLI = Path(sys.executable).with_name("inner-onnx")
@@ -63,14 +64,13 @@ def timed_repair(method: str, epochs: int) -> tuple[float, dict[str, float], int
     model = OnnxModel.load(SAMPLE / "model.onnx")
     clean = load_npz(SAMPLE / "clean.npz", model)
     source = BadSource("backdoor", SAMPLE / "bad.npz", target_label=TARGET_LABEL)
+    settings = settings_for("backdoor", method=method, epochs=epochs)
     settings = replace(
-        settings_for("backdoor", method=method, epochs=epochs),
-        patience=epochs + 1,
-        asr_target=-1.0,
+        settings, stopping=replace(settings.stopping, patience=epochs + 1, asr_target=-1.0)
     )
     timer = StepTimer()
     started = time.perf_counter()
-    result = repair(model, clean, source, settings, device="cpu", reporter=timer)
+    result = repair(model, clean, source, settings, RunContext(device="cpu"), reporter=timer)
     seconds = time.perf_counter() - started
     return seconds, dict(timer.seconds), len(result.outcome.history) - 1
 

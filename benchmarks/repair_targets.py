@@ -13,13 +13,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from inner_onnx.context import RunContext
 from inner_onnx.io.data import load_npz
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.io.samples import SAMPLES_ROOT
 from inner_onnx.io.specs import parse_attack
 from inner_onnx.measure.evaluation import EvaluationSet
 from inner_onnx.repair.pipeline import repair, settings_for
-from inner_onnx.scenarios.sources import BadSource
+from inner_onnx.scenarios import bad_source
 
 
 @dataclass(frozen=True)
@@ -27,14 +28,19 @@ class Case:
     name: str
     sample: str
     scenario: str
+    # the sample ships bad.npz and eval_bad.npz (a backdoor with target class 0)
+    has_bad_files: bool = False
+    attack: str | None = None
 
 
 CASES = [
-    Case("backdoor, PyTorch export", "torch_badnets", "backdoor"),
-    Case("backdoor, Keras export", "keras_badnets", "backdoor"),
-    Case("adversarial, FGSM eps=0.2", "torch_mnist_clean", "adversarial"),
+    Case("backdoor, PyTorch export", "torch_badnets", "backdoor", has_bad_files=True),
+    Case("backdoor, Keras export", "keras_badnets", "backdoor", has_bad_files=True),
+    Case("adversarial, FGSM eps=0.2", "torch_mnist_clean", "adversarial", attack="fgsm:eps=0.2"),
     Case("wrong predictions, weak class", "torch_weak_class", "wrong"),
 ]
+CLIP = (0.0, 1.0)
+TARGET_LABEL = 0
 
 
 def run(case: Case, seed: int) -> dict[str, object]:
@@ -42,19 +48,25 @@ def run(case: Case, seed: int) -> dict[str, object]:
     model = OnnxModel.load(folder / "model.onnx")
     clean = load_npz(folder / "clean.npz", model)
     data = load_npz(folder / "eval.npz", model)
-    if case.scenario == "backdoor":
-        source = BadSource.from_options("backdoor", bad_path=folder / "bad.npz", target_label=0)
-        evaluation = EvaluationSet(data, load_npz(folder / "eval_bad.npz", model), 0, name="eval")
-    elif case.scenario == "adversarial":
-        attack = parse_attack("fgsm:eps=0.2")
-        source = BadSource.from_options("adversarial", attack=attack, clip=(0.0, 1.0))
-        evaluation = EvaluationSet(data, attack=attack, clip=(0.0, 1.0), name="eval")
-    else:
-        source = BadSource.from_options("wrong")
-        evaluation = EvaluationSet(data, name="eval")
+    attack = parse_attack(case.attack) if case.attack else None
+    source = bad_source(
+        case.scenario,
+        bad_path=folder / "bad.npz" if case.has_bad_files else None,
+        attack=attack,
+        target_label=TARGET_LABEL if case.has_bad_files else None,
+        clip=CLIP if attack else None,
+    )
+    evaluation = EvaluationSet(
+        data,
+        load_npz(folder / "eval_bad.npz", model) if case.has_bad_files else None,
+        source.target_label,
+        attack,
+        source.clip,
+        name="eval",
+    )
     started = time.perf_counter()
-    settings = settings_for(case.scenario, seed=seed)
-    result = repair(model, clean, source, settings, evaluation=evaluation)
+    settings = settings_for(case.scenario)
+    result = repair(model, clean, source, settings, RunContext(seed=seed), evaluation=evaluation)
     seconds = time.perf_counter() - started
     before, after = result.before, result.after
     return {

@@ -1,12 +1,12 @@
 """Tables, the trade-off plot and the RESULTS.md section from the benchmark's runs.
 
 Runs are aggregated over seeds as mean ± standard deviation (sample std; 0
-with one seed). Methods are ranked per case by `score`: clean accuracy minus
-ASR for backdoors, plus robust accuracy for attacks, minus the fairness gap
-for wrong predictions; an accuracy loss beyond one point costs three times its
-size, and a fairness gap wider than the original's by more than five points
-costs its size (a backdoor "removed" by wrecking the target class is no
-repair).
+with one seed). Methods are ranked per case by `score`, which is the library
+scenario's own objective (`Scenario.objective`, the one that picks repair's kept
+epoch): clean accuracy minus ASR for backdoors, plus robust accuracy for attacks,
+minus the fairness gap for wrong predictions, with the scenario's penalties for
+lost accuracy and a wider fairness gap (a backdoor "removed" by wrecking the
+target class is no repair).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from benchmarks.scenarios import SCENARIOS as THREATS
 from inner_onnx.io.fileio import write_json_atomic
+from inner_onnx.scenarios import SCENARIOS, Measurement
 
 SECTION = "## INNER vs other repair methods"
-ACCURACY_TOLERANCE = 0.01
-GAP_TOLERANCE = 0.05
-KINDS = {"badnets": "backdoor", "blend": "backdoor", "fgsm": "adversarial", "pgd": "adversarial"}
-BAD_METRIC = {"backdoor": "asr", "adversarial": "robust_accuracy", "wrong": "weak_accuracy"}
+KINDS = {name: threat.kind for name, threat in THREATS.items()}
+BAD_METRIC = {name: scenario.bad_metric for name, scenario in SCENARIOS.items()}
 BAD_LABEL = {
     "backdoor": "ASR ↓",
     "adversarial": "robust acc. ↑",
@@ -35,7 +35,7 @@ BAD_LABEL = {
 LABELS = {
     "original": "original model",
     "inner": "**INNER**",
-    "ft_all": "fine-tune all",
+    "ft": "fine-tune all",
     "ft_last2": "fine-tune last 2 units",
     "fine_pruning": "Fine-Pruning",
     "random": "random neurons or weights (INNER's count)",
@@ -59,19 +59,19 @@ READING_FILE = "compare_reading.md"
 Key = tuple[str, str, int]  # model, scenario, budget
 
 
-# The settings that differ between scenarios or describe the loss; the rest are in
-# inner_onnx/repair.py's RepairSettings defaults.
+# The settings that differ between scenarios or describe the loss; the rest are the
+# defaults of inner_onnx/repair/settings.py.
 SHOWN_SETTINGS = (
     "routing",
     "epochs",
     "average_epochs",
     "patience",
     "learning_rate",
-    "bad_loss_weight",
-    "clean_distillation_weight",
-    "clean_mixup_weight",
-    "bad_mixup_weight",
-    "probe_loss_weight",
+    "bad",
+    "clean_distillation",
+    "clean_mixup",
+    "bad_mixup",
+    "probe",
 )
 
 
@@ -110,14 +110,21 @@ def aggregate(runs: list[dict]) -> dict[Key, dict[str, dict[str, tuple[float, fl
 
 
 def score(kind: str, metrics: dict[str, tuple[float, float, int]], original: dict) -> float:
-    """Higher is better (see the module docstring); means over seeds go in."""
-    accuracy, gap = metrics["clean_accuracy"][0], metrics["fairness_gap"][0]
-    penalty = 3.0 * max(0.0, original["clean_accuracy"][0] - ACCURACY_TOLERANCE - accuracy)
-    if kind == "wrong":
-        return accuracy - gap - penalty
-    penalty += max(0.0, gap - original["fairness_gap"][0] - GAP_TOLERANCE)
-    bad = metrics[BAD_METRIC[kind]][0]
-    return accuracy + (bad if kind == "adversarial" else -bad) - penalty
+    """The library scenario's own objective (the one that picks repair's kept epoch), on the
+    means over seeds; higher is better."""
+    scenario = SCENARIOS[kind]
+
+    def measured(figures: dict[str, tuple[float, float, int]]) -> Measurement:
+        bad = figures.get(scenario.bad_metric)
+        return Measurement(
+            figures["clean_accuracy"][0],
+            bad[0] if bad is not None else None,
+            figures["fairness_gap"][0],
+            scenario.bad_metric,
+        )
+
+    rule = scenario.default_settings().stopping
+    return scenario.objective(measured(metrics), measured(original), rule)
 
 
 def ranking(kind: str, by_method: dict[str, dict]) -> list[tuple[str, int]]:

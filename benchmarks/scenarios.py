@@ -1,16 +1,15 @@
-"""Scenarios, data budgets and the shared state of one benchmark case.
+"""Threats, data budgets and the shared state of one benchmark case.
 
 Fashion-MNIST's test split (unseen by every model) is cut once into an
 evaluation part and a pool; each seed draws the repair data of a budget from
-the pool. A `Case` holds what every method of one (model, scenario, budget,
-seed) shares: the training and validation splits, the bad samples, the
-evaluation set and the fault set, localized once and timed.
+the pool. A `Case` holds what every method of one (model, threat, budget, seed)
+shares: the library's `RepairProblem` (training and validation splits, bad
+samples, the fault set localized once and timed) and the evaluation set.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,57 +22,55 @@ from benchmarks.models import (
     blend_pattern,
     patch_pattern,
 )
+from inner_onnx.context import RunContext
 from inner_onnx.io.data import Dataset
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.io.specs import AttackSpec, BlendSpec, FgsmSpec, PatchSpec, PgdSpec, TriggerSpec
-from inner_onnx.localize.faults import FaultSet
-from inner_onnx.localize.pipeline import localize
-from inner_onnx.measure.attacks import generate
 from inner_onnx.measure.evaluation import EvaluationSet
-from inner_onnx.repair.pipeline import RepairSettings, ValidationSplit, split_indices
+from inner_onnx.repair.problem import RepairProblem
+from inner_onnx.repair.settings import RepairSettings
 from inner_onnx.runtime import Runner
-from inner_onnx.scenarios.sources import BadSamples
+from inner_onnx.scenarios import BadSource, scenario_named
 from inner_onnx.scenarios.triggers import backdoor_bad_samples
-from inner_onnx.torchview import TorchView
 
 CLIP = (0.0, 1.0)  # every model takes raw [0, 1] pixels
 
 
 @dataclass(frozen=True)
-class Scenario:
+class Threat:
+    """A benchmark scenario: the library scenario it is (`kind`) and its trigger or attack."""
+
     name: str
-    kind: str  # "backdoor", "adversarial" or "wrong"
+    kind: str  # a library scenario: "backdoor", "adversarial" or "wrong"
     trigger: TriggerSpec | None = None
     attack: AttackSpec | None = None
 
     @property
     def target_label(self) -> int | None:
-        return TARGET_LABEL if self.kind == "backdoor" else None
+        return TARGET_LABEL if self.trigger is not None else None
 
     @property
     def bad_metric(self) -> str:
         """The Metrics field (or weak-class accuracy) that says whether the defect is gone."""
-        return {"backdoor": "asr", "adversarial": "robust_accuracy", "wrong": "weak_accuracy"}[
-            self.kind
-        ]
+        return scenario_named(self.kind).bad_metric
 
 
-SCENARIOS: dict[str, Scenario] = {
+SCENARIOS: dict[str, Threat] = {
     s.name: s
     for s in (
-        Scenario(
+        Threat(
             "badnets",
             "backdoor",
             trigger=PatchSpec(Path("patch-3x3.npy"), *PATCH_AT, pattern=patch_pattern()[0]),
         ),
-        Scenario(
+        Threat(
             "blend",
             "backdoor",
             trigger=BlendSpec(Path("noise-28x28.npy"), BLEND_ALPHA, pattern=blend_pattern()[0]),
         ),
-        Scenario("fgsm", "adversarial", attack=FgsmSpec(0.05)),
-        Scenario("pgd", "adversarial", attack=PgdSpec(0.05, steps=5, alpha=0.02)),
-        Scenario("wrong", "wrong"),
+        Threat("fgsm", "adversarial", attack=FgsmSpec(0.05)),
+        Threat("pgd", "adversarial", attack=PgdSpec(0.05, steps=5, alpha=0.02)),
+        Threat("wrong", "wrong"),
     )
 }
 
@@ -108,7 +105,7 @@ class TestSplit:
 
 
 def draw_budget(
-    scenario: Scenario,
+    scenario: Threat,
     pool: Dataset,
     predictions: np.ndarray,
     budget: int,
@@ -126,9 +123,9 @@ def draw_budget(
     clean_rows = order[:budget]
     rest = order[budget:]
     clean = pool.subset(clean_rows)
-    if scenario.kind == "adversarial":
+    if scenario.attack is not None:
         return clean, None
-    if scenario.kind == "wrong":
+    if scenario.trigger is None:
         wrong = rest[predictions[rest] != pool.y[rest]]
         return clean, pool.subset(wrong[:budget])
     victims = rest[pool.y[rest] != TARGET_LABEL][:budget]
@@ -140,100 +137,69 @@ def draw_budget(
 
 @dataclass
 class Case:
-    """Everything the methods of one (model, scenario, budget, seed) share."""
+    """Everything the methods of one (model, threat, budget, seed) share."""
 
     model_name: str
-    model: OnnxModel
-    runner: Runner
-    scenario: Scenario
+    scenario: Threat
     budget: int
-    seed: int
-    settings: RepairSettings
-    train: Dataset
-    train_bad: BadSamples
-    validation: ValidationSplit
+    problem: RepairProblem
     evaluation: EvaluationSet
     bad_count: int
-    _faults: FaultSet | None = field(default=None, repr=False)
-    localize_seconds: float = 0.0
+
+    @property
+    def model(self) -> OnnxModel:
+        return self.problem.model
+
+    @property
+    def seed(self) -> int:
+        return self.problem.context.seed
 
     @property
     def kind(self) -> str:
         return self.scenario.kind
 
-    def fresh_view(self) -> TorchView:
-        return TorchView(self.model.proto, outputs=[self.model.logits_name]).eval()
-
-    @property
-    def faults(self) -> FaultSet:
-        """INNER's fault set, localized on first use (its wall time kept in localize_seconds)."""
-        if self._faults is None:
-            started = time.perf_counter()
-            self._faults = localize(
-                self.runner,
-                self.fresh_view(),
-                self.train,
-                self.train_bad.data,
-                self.settings.localize,
-            ).faults
-            self.localize_seconds = time.perf_counter() - started
-        return self._faults
-
 
 def make_case(
     model_name: str,
     model: OnnxModel,
-    scenario: Scenario,
+    scenario: Threat,
     split: TestSplit,
     budget: int,
     seed: int,
     settings: RepairSettings,
 ) -> Case:
+    """The repair problem of one case, built as `inner-onnx repair` builds it."""
     torch.manual_seed(seed)
-    runner = Runner(model, "cpu")
     layout = model.input.layout
     split = split.in_layout(layout)
-    pool_predictions = runner.predict(split.pool.x)
+    pool_predictions = Runner(model, "cpu").predict(split.pool.x)
     clean, bad = draw_budget(scenario, split.pool, pool_predictions, budget, seed, layout)
-    train_rows, held_rows = split_indices(clean.y, settings.validation_fraction, seed)
-    train, held = clean.subset(train_rows), clean.subset(held_rows)
-    target = scenario.target_label
-    if scenario.kind == "adversarial":
-        view = TorchView(model.proto, outputs=[model.logits_name]).eval().requires_grad_(False)
-        x_adv = generate(scenario.attack, view, train.x, train.y, CLIP, seed=seed)
-        train_bad = BadSamples(
-            Dataset(x_adv, train.y.copy(), str(scenario.attack)), None, scenario.attack, CLIP
-        )
-        held_bad = BadSamples(held, None, scenario.attack, CLIP)
-        bad_count = len(clean)
-    else:
-        assert bad is not None
-        bad_train_rows, bad_held_rows = split_indices(bad.y, settings.validation_fraction, seed)
-        train_bad = BadSamples(bad.subset(bad_train_rows), target)
-        held_bad = BadSamples(bad.subset(bad_held_rows), target)
-        bad_count = len(bad)
-    evaluation = evaluation_set(scenario, split.evaluation, layout)
+    source = BadSource(
+        scenario.kind,
+        attack=scenario.attack,
+        target_label=scenario.target_label,
+        clip=CLIP if scenario.attack is not None else None,
+        bad_data=bad,
+    )
+    problem = RepairProblem.prepare(
+        model, clean, source, settings, RunContext(seed=seed, device="cpu")
+    )
+    bad_count = len(clean) if bad is None else len(bad)
     return Case(
         model_name,
-        model,
-        runner,
         scenario,
         budget,
-        seed,
-        settings,
-        train,
-        train_bad,
-        ValidationSplit(held, held_bad, scenario.kind),
-        evaluation,
+        problem,
+        evaluation_set(scenario, split.evaluation, layout),
         bad_count,
     )
 
 
-def evaluation_set(scenario: Scenario, data: Dataset, layout: str) -> EvaluationSet:
-    if scenario.kind == "backdoor":
+def evaluation_set(scenario: Threat, data: Dataset, layout: str) -> EvaluationSet:
+    if scenario.trigger is not None:
         x, y = backdoor_bad_samples(data.x, data.y, scenario.trigger, layout, TARGET_LABEL)
         bad = Dataset(x, y, f"{data.source} + {scenario.trigger}")
         return EvaluationSet(data, bad, TARGET_LABEL, name=data.source)
-    if scenario.kind == "adversarial":
+    if scenario.attack is not None:
         return EvaluationSet(data, attack=scenario.attack, clip=CLIP, name=data.source)
     return EvaluationSet(data, name=data.source)

@@ -1,3 +1,3 @@
-from inner_onnx.cli.app import main
+from inner_onnx.cli import main
 
 main()

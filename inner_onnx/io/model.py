@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -19,6 +20,9 @@ from google.protobuf.message import DecodeError
 
 from inner_onnx.errors import InputError
 from inner_onnx.torchview.graph import FLOAT_TYPES, graph_inputs, node_names
+
+if TYPE_CHECKING:
+    from inner_onnx.torchview import TorchView
 
 UNIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Element-wise activations whose output is taken as the unit's activation.
@@ -120,6 +124,14 @@ class OnnxModel:
 
     def op_types(self) -> list[str]:
         return sorted({node.op_type for node in self.proto.graph.node})
+
+    def torch_view(self, frozen: bool = False) -> TorchView:
+        """The one way to get the model's class scores as a differentiable torch module, in
+        inference mode; `frozen`: no parameter takes gradients (attacks, teachers)."""
+        from inner_onnx.torchview import TorchView
+
+        view = TorchView(self.proto, outputs=[self.logits_name]).eval()
+        return view.requires_grad_(False) if frozen else view
 
 
 def read_model_bytes(path: Path) -> bytes:

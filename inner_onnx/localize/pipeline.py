@@ -6,12 +6,9 @@ routing backpropagates through the torch view.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Dataset
@@ -25,25 +22,11 @@ from inner_onnx.runtime import Runner
 from inner_onnx.torchview import TorchView
 
 
-@contextmanager
-def pinned_threads(count: int) -> Iterator[None]:
-    """Run torch on `count` threads: float sums differ with the thread count, and the same
-    inputs and seed must give the same bytes on any machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @dataclass(frozen=True)
 class LocalizeSettings:
     layers: int = 3
     routing: RoutingSettings = field(default_factory=RoutingSettings)
-    seed: int = 0
     probe_holdout: float = 0.2
-    threads: int = 1
     # a small change is the point of INNER: unless the user sets --top-k, the fault set covers
     # at most this share of the unit weights (None: no limit)
     max_weight_fraction: float | None = 0.1
@@ -51,8 +34,6 @@ class LocalizeSettings:
     def __post_init__(self) -> None:
         if self.layers < 1:
             raise InputError(f"--layers must be at least 1, got {self.layers}")
-        if self.threads < 1:
-            raise InputError(f"--threads must be at least 1, got {self.threads}")
 
 
 @dataclass
@@ -88,13 +69,13 @@ def probes_for_faults(
     clean: Dataset,
     faults: FaultSet,
     settings: LocalizeSettings,
+    seed: int = 0,
     reporter: Reporter = QUIET,
 ) -> Localization:
     """A fault set read from a file, with its selected units' probes fitted afresh."""
-    with pinned_threads(settings.threads):
-        probes, features, scores = fit_probes(
-            runner, clean, faults.selected_units, settings.seed, settings.probe_holdout, reporter
-        )
+    probes, features, scores = fit_probes(
+        runner, clean, faults.selected_units, seed, settings.probe_holdout, reporter
+    )
     return Localization(faults, probes, features, scores.argmax(axis=1) == clean.y)
 
 
@@ -104,23 +85,13 @@ def localize(
     clean: Dataset,
     bad: Dataset,
     settings: LocalizeSettings,
+    seed: int = 0,
     reporter: Reporter = QUIET,
 ) -> Localization:
-    with pinned_threads(settings.threads):
-        return _localize(runner, view, clean, bad, settings, reporter)
-
-
-def _localize(
-    runner: Runner,
-    view: TorchView,
-    clean: Dataset,
-    bad: Dataset,
-    settings: LocalizeSettings,
-    reporter: Reporter,
-) -> Localization:
+    """Probes, layer selection and routing; the caller pins torch's threads (RunContext)."""
     model: OnnxModel = runner.model
     probes, clean_features, clean_scores = fit_probes(
-        runner, clean, None, settings.seed, settings.probe_holdout, reporter
+        runner, clean, None, seed, settings.probe_holdout, reporter
     )
     with reporter.step("activations of bad samples", len(bad)) as advance:
         bad_capture = runner.capture(bad.x, progress=advance)
@@ -140,7 +111,7 @@ def _localize(
         bad_labels=bad.y[shown],
     )
     selected = select_layers(scores, min(settings.layers, len(model.units)))
-    rows = choose_route_samples(bad_wrong, settings.routing.max_samples, settings.seed)
+    rows = choose_route_samples(bad_wrong, settings.routing.max_samples, seed)
     with reporter.step("neuron routing", len(selected)) as advance:
         neurons, weight_indices, unit_votes = route(
             model, view, probes.probes, selected, bad.x[rows], settings.routing, advance
@@ -150,6 +121,7 @@ def _localize(
         for u in model.units
     ]
     record = asdict(settings)
+    record["seed"] = seed
     record["route_samples"] = len(rows)
     faults = FaultSet(
         model.sha256,

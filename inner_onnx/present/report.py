@@ -31,7 +31,8 @@ from inner_onnx.measure.metrics import Metrics
 
 if TYPE_CHECKING:
     from inner_onnx.localize.faults import FaultSet
-    from inner_onnx.repair.pipeline import EpochRecord, RepairResult
+    from inner_onnx.repair.result import RepairResult
+    from inner_onnx.repair.trainer import EpochRecord
 
 # Muted grey for "before" and for what was not selected, so the colour marks what changed.
 BEFORE_COLOR = "#a7adb7"
@@ -191,13 +192,10 @@ def _metric_row(field: str, label: str, better: str, before: Metrics, after: Met
 
 def _headline_fields(result: RepairResult) -> list[str]:
     """The scenario's own measure first, then clean accuracy."""
-    before = result.before
-    primary = {
-        "backdoor": "asr" if before.asr is not None else "bad_accuracy",
-        "adversarial": "robust_accuracy",
-        "wrong": "fairness_gap",
-    }.get(result.scenario)
-    fields = [primary] if primary and getattr(before, primary) is not None else []
+    from inner_onnx.scenarios import scenario_named
+
+    primary = scenario_named(result.scenario).headline_field(result.before)
+    fields = [primary] if primary and getattr(result.before, primary) is not None else []
     return [*fields, "accuracy"]
 
 
@@ -353,14 +351,12 @@ def _votes_section(faults: FaultSet | None) -> str:
 
 def _bad_curve_label(result: RepairResult) -> str | None:
     """What EpochRecord.val_bad measures in this scenario (None: nothing)."""
-    if result.scenario == "adversarial":
-        return "robust accuracy"
-    if result.scenario == "backdoor":
-        source = result.settings.get("bad_source") or {}
-        target = source.get("target_label") if isinstance(source, dict) else None
-        has_target = target is not None or result.before.asr is not None
-        return "attack success rate" if has_target else "bad-sample accuracy"
-    return None
+    from inner_onnx.scenarios import scenario_named
+
+    source = result.settings.get("bad_source") or {}
+    target = source.get("target_label") if isinstance(source, dict) else None
+    has_target = target is not None or result.before.asr is not None
+    return scenario_named(result.scenario).curve_label(has_target)
 
 
 def _training_section(result: RepairResult) -> str:

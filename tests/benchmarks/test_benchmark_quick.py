@@ -19,7 +19,8 @@ from benchmarks.report import SECTION, replace_section  # noqa: E402
 
 QUICK_METHODS = {
     "inner",
-    "ft_all",
+    "ft",
+    "inner_ref",
     "ft_last2",
     "fine_pruning",
     "random",

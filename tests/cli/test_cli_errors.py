@@ -667,7 +667,7 @@ def test_inferred_input_range_covers_the_validation_split(ws: Workspace) -> None
     The brightest pixel is put in a sample of the validation split, so a range
     inferred from the training split alone makes the tool refuse its own split.
     """
-    from inner_onnx.repair.pipeline import split_indices
+    from inner_onnx.scenarios.base import split_indices
 
     x = (RNG.random((40, 1, 8, 8)) * 0.5).astype(np.float32)
     y = _labelled_by_model(ws.model, x)

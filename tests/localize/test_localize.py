@@ -35,7 +35,7 @@ class Localized:
 
     def run(self) -> Localization:
         view = TorchView(self.model.proto, outputs=[self.model.logits_name]).eval()
-        return localize(self.runner, view, self.clean, self.bad, LocalizeSettings(seed=3))
+        return localize(self.runner, view, self.clean, self.bad, LocalizeSettings(), seed=3)
 
     def asr_with_neurons_off(self, neurons: list[tuple[str, int]]) -> float:
         """ASR on held-out triggered data with these neurons' weights and biases zeroed."""

@@ -21,7 +21,8 @@ from inner_onnx.io.model import OnnxModel
 from inner_onnx.localize.faults import FaultNeuron, FaultSet, UnitScore
 from inner_onnx.measure.metrics import summarize
 from inner_onnx.present.report import write_report
-from inner_onnx.repair.pipeline import EpochRecord, RepairResult, TrainOutcome
+from inner_onnx.repair.result import RepairResult
+from inner_onnx.repair.trainer import EpochRecord, TrainOutcome
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "screenshot_report.py"
 SECTIONS = ("summary", "per-class", "layer-selection", "votes", "training", "changed", "provenance")

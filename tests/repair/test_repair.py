@@ -15,18 +15,13 @@ from inner_onnx.io.data import load_npz
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.io.samples import SAMPLES_ROOT
 from inner_onnx.measure.evaluation import EvaluationSet
-from inner_onnx.repair.pipeline import (
-    MaskedTrainer,
-    RepairResult,
-    RepairSettings,
-    ValidationSplit,
-    WeightAverage,
-    localize_settings_for,
-    repair,
-    settings_for,
-    split_indices,
-)
-from inner_onnx.scenarios.sources import BadSamples, BadSource
+from inner_onnx.repair.pipeline import repair, settings_for
+from inner_onnx.repair.result import RepairResult
+from inner_onnx.repair.settings import LossWeights, RepairSettings, TrainingSettings
+from inner_onnx.repair.trainer import MaskedTrainer, ValidationSplit, WeightAverage
+from inner_onnx.scenarios import SCENARIOS, BadSamples, bad_source
+from inner_onnx.scenarios.backdoor import Backdoor
+from inner_onnx.scenarios.base import checked_split, split_indices
 from inner_onnx.torchview import TorchView
 from tests.support.cli import run_cli
 
@@ -43,7 +38,7 @@ def repaired() -> tuple[OnnxModel, RepairResult]:
         0,
         name="eval",
     )
-    source = BadSource.from_options("backdoor", bad_path=SAMPLE / "bad.npz", target_label=0)
+    source = bad_source("backdoor", bad_path=SAMPLE / "bad.npz", target_label=0)
     settings = settings_for("backdoor")
     return model, repair(model, clean, source, settings, evaluation=evaluation)
 
@@ -112,12 +107,11 @@ def test_split_is_stratified_and_disjoint() -> None:
 )
 def test_bad_source_combinations(options: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
-        BadSource.from_options(**options)
+        bad_source(**options)
 
 
 def test_too_few_samples_for_a_validation_split() -> None:
     from inner_onnx.io.data import Dataset
-    from inner_onnx.repair.pipeline import checked_split
 
     single = Dataset(np.zeros((3, 1), np.float32), np.array([0, 1, 2]), "tiny.npz")
     with pytest.raises(InputError, match="too few samples for a validation split"):
@@ -138,7 +132,7 @@ def test_faults_with_plain_fine_tuning_refused(tmp_path: Path, capsys) -> None:
     faults = tmp_path / "faults.json"
     faults.write_text("{}")
     err = refused_before_work(tmp_path, capsys, "--method", "ft", "--faults", faults)
-    assert "--faults applies only to --method inner" in err
+    assert "--faults applies only to methods that use a fault set" in err
 
 
 def test_report_path_that_is_a_file_refused_before_work(tmp_path: Path, capsys) -> None:
@@ -150,19 +144,19 @@ def test_report_path_that_is_a_file_refused_before_work(tmp_path: Path, capsys) 
 def test_backdoor_defaults_and_user_overrides() -> None:
     backdoor = settings_for("backdoor")
     assert backdoor.localize.routing.granularity == "weight"
-    assert (backdoor.epochs, backdoor.average_epochs) == (30, 10)
-    assert backdoor.clean_mixup_weight > 0 and backdoor.bad_mixup_weight > 0
-    short = settings_for("backdoor", epochs=4, granularity="neuron")
-    assert (short.epochs, short.average_epochs) == (4, 4)
-    assert short.localize.routing.granularity == "neuron"
+    assert (backdoor.training.epochs, backdoor.training.average_epochs) == (30, 10)
+    assert backdoor.loss.clean_mixup > 0 and backdoor.loss.bad_mixup > 0
+    short = settings_for("backdoor", epochs=4, granularity="neuron", top_k=7, layers=2)
+    assert (short.training.epochs, short.training.average_epochs) == (4, 4)
+    assert short.stopping.patience == 4
+    assert short.localize.routing.granularity == "neuron" and short.localize.routing.top_k == 7
+    assert short.localize.layers == 2
     wrong = settings_for("wrong")
-    assert wrong.localize.routing.granularity == "neuron" and wrong.average_epochs == 0
-    assert wrong.clean_mixup_weight == 0 and wrong.bad_mixup_weight == 0
+    assert wrong.localize.routing.granularity == "neuron" and wrong.training.average_epochs == 0
+    assert wrong.loss.clean_mixup == 0 and wrong.loss.bad_mixup == 0
+    assert wrong.loss.clean_distillation == 0
     with pytest.raises(InputError, match="average_epochs"):
-        RepairSettings(epochs=5, average_epochs=6)
-    # `localize` takes the same localization settings as `repair`, per scenario
-    for scenario in ("backdoor", "wrong", "adversarial"):
-        assert localize_settings_for(scenario, seed=2) == settings_for(scenario, seed=2).localize
+        TrainingSettings(epochs=5, average_epochs=6)
     assert settings_for("adversarial").localize.layers == 4
 
 
@@ -180,12 +174,12 @@ def test_mixtures_keep_what_all_samples_share() -> None:
     on it. Shares lie in [0, 1] and the same seed mixes the same way."""
     model = OnnxModel.load(SAMPLE / "model.onnx")
     view = TorchView(model.proto).eval()
-    settings = RepairSettings(seed=3, clean_mixup_weight=1.0)
+    settings = RepairSettings(loss=LossWeights(clean_mixup=1.0))
     x = torch.rand(16, 1, 28, 28)
     x[:, :, 25:, 25:] = 1.0
     mixes = []
     for _ in range(2):
-        trainer = MaskedTrainer(model, view, {"9.bias": np.ones(10, bool)}, [], settings)
+        trainer = MaskedTrainer(model, view, {"9.bias": np.ones(10, bool)}, [], settings, seed=3)
         mixes.append(trainer._mix(x))
     (mixed, share, partner), (again, _, _) = mixes
     assert torch.equal(mixed, again)
@@ -202,16 +196,17 @@ def test_training_with_average_keeps_the_mean_of_the_last_epochs(
 ) -> None:
     """With average_epochs the kept weights are the mean of the last epochs' weights, unless
     the untouched model scores better on validation (then nothing changes)."""
-    import inner_onnx.repair.pipeline as repair_module
 
-    def judged(scenario, has_target, now, start, settings) -> float:
+    def judged(self, now, start, rule) -> float:
         return float(average_wins) if now is not start else float(not average_wins)
 
-    monkeypatch.setattr(repair_module, "objective", judged)
+    monkeypatch.setattr(Backdoor, "objective", judged)
     model = OnnxModel.load(SAMPLE / "model.onnx")
     clean = load_npz(SAMPLE / "clean.npz", model).subset(np.arange(300))
     bad = load_npz(SAMPLE / "bad.npz", model)
-    settings = RepairSettings(epochs=3, average_epochs=2, bad_mixup_weight=1.0)
+    settings = RepairSettings(
+        training=TrainingSettings(epochs=3, average_epochs=2), loss=LossWeights(bad_mixup=1.0)
+    )
     view = TorchView(model.proto, outputs=[model.logits_name]).eval()
     trainer = MaskedTrainer(model, view, {"9.weight": np.ones((10, 32), bool)}, [], settings)
     snapshots = []
@@ -224,8 +219,9 @@ def test_training_with_average_keeps_the_mean_of_the_last_epochs(
 
     trainer._snapshot = recording_snapshot  # type: ignore[method-assign]
     train_bad = BadSamples(bad.subset(np.arange(200)), 0)
-    validation = ValidationSplit(clean, BadSamples(bad.subset(np.arange(200, 260)), 0), "backdoor")
-    outcome = trainer.fit(clean, train_bad, validation, "backdoor")
+    held_bad = BadSamples(bad.subset(np.arange(200, 260)), 0)
+    validation = ValidationSplit(clean, held_bad, SCENARIOS["backdoor"])
+    outcome = trainer.fit(clean, train_bad, validation)
     assert [r.epoch for r in outcome.history] == [0, 1, 2, 3]
     assert outcome.average is not None
     kept = view.parameter("9.weight").detach()

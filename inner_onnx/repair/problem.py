@@ -1,0 +1,182 @@
+"""Stage 1 of a repair: the problem every method gets — splits, bad samples, validation.
+
+`RepairProblem.prepare` splits the user's clean data into training and
+validation parts (stratified), makes the scenario's bad samples for each without
+sharing a source sample, and keeps the localization (INNER's fault set and
+probes) for the methods that use it, computed once on first use and timed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from inner_onnx.context import RunContext
+from inner_onnx.io.data import Dataset
+from inner_onnx.io.model import OnnxModel
+from inner_onnx.localize.faults import FaultSet
+from inner_onnx.localize.pipeline import Localization, localize, probes_for_faults
+from inner_onnx.measure.attacks import input_range
+from inner_onnx.measure.evaluation import EvaluationSet
+from inner_onnx.progress import QUIET, Reporter
+from inner_onnx.repair.settings import RepairSettings
+from inner_onnx.repair.trainer import ProbeTerm, ValidationSplit, teacher_distributions
+from inner_onnx.runtime import Runner
+from inner_onnx.scenarios import BadSamples, BadSource, Scenario, scenario_named
+from inner_onnx.scenarios.base import checked_split
+from inner_onnx.torchview import TorchView
+
+
+@dataclass
+class RepairProblem:
+    model: OnnxModel
+    scenario: Scenario
+    source: BadSource
+    settings: RepairSettings
+    context: RunContext
+    runner: Runner
+    train: Dataset
+    held: Dataset
+    train_bad: BadSamples
+    held_bad: BadSamples
+    reporter: Reporter = QUIET
+    # a fault set the user gave (`--faults`); else localized on first use
+    given_faults: FaultSet | None = None
+    localize_seconds: float = 0.0
+    _localization: Localization | None = field(default=None, repr=False)
+
+    @classmethod
+    def prepare(
+        cls,
+        model: OnnxModel,
+        clean: Dataset,
+        source: BadSource,
+        settings: RepairSettings,
+        context: RunContext = RunContext(),
+        faults: FaultSet | None = None,
+        reporter: Reporter = QUIET,
+    ) -> RepairProblem:
+        source.check(model)
+        scenario = scenario_named(source.scenario)
+        runner = Runner(model, context.device)
+        if source.attack is not None and source.clip is None:
+            # One valid range for every split: the training part alone may not span the rest.
+            source = replace(source, clip=input_range(clean.x, None))
+        fraction = settings.stopping.validation_fraction
+        train_rows, held_rows = checked_split(clean, fraction, context.seed)
+        train, held = clean.subset(train_rows), clean.subset(held_rows)
+        train_bad, held_bad = scenario.split_bad(
+            source,
+            model,
+            train,
+            held,
+            runner.predict,
+            model.torch_view(),
+            fraction,
+            context.seed,
+            reporter,
+        )
+        return cls(
+            model,
+            scenario,
+            source,
+            settings,
+            context,
+            runner,
+            train,
+            held,
+            train_bad,
+            held_bad,
+            reporter,
+            faults,
+        )
+
+    def fresh_view(self) -> TorchView:
+        """The original model as a torch view that a method may change."""
+        return self.model.torch_view()
+
+    @property
+    def validation(self) -> ValidationSplit:
+        return ValidationSplit(self.held, self.held_bad, self.scenario)
+
+    def localization(self) -> Localization:
+        """INNER's fault set and the probes of its units: the given fault set with probes
+        fitted afresh, or localized now (once; its wall time kept in localize_seconds)."""
+        if self._localization is None:
+            started = time.perf_counter()
+            if self.given_faults is not None:
+                self._localization = probes_for_faults(
+                    self.runner,
+                    self.train,
+                    self.given_faults,
+                    self.settings.localize,
+                    self.context.seed,
+                    self.reporter,
+                )
+            else:
+                self._localization = localize(
+                    self.runner,
+                    self.fresh_view(),
+                    self.train,
+                    self.train_bad.data,
+                    self.settings.localize,
+                    self.context.seed,
+                    self.reporter,
+                )
+            self.localize_seconds = time.perf_counter() - started
+        return self._localization
+
+    @property
+    def faults(self) -> FaultSet:
+        return self.localization().faults
+
+    @property
+    def found_faults(self) -> FaultSet | None:
+        """The fault set, if a method asked for it (None: no localization ran)."""
+        return self._localization.faults if self._localization is not None else None
+
+    def probe_terms(self) -> list[ProbeTerm]:
+        """The selected units' probes, each with its per-class teachers."""
+        found = self.localization()
+        return [
+            ProbeTerm(
+                name,
+                found.probes.probes[name],
+                teacher_distributions(
+                    found.probes.probes[name],
+                    found.clean_features[name],
+                    self.train.y,
+                    found.clean_correct,
+                    self.model.num_classes,
+                ),
+            )
+            for name in found.faults.selected_units
+        ]
+
+    def evaluation_set(self, given: EvaluationSet | None = None) -> EvaluationSet:
+        """The user's evaluation data (with the attacker's class filled in when it was
+        inferred), else the validation split."""
+        if given is None:
+            return EvaluationSet(
+                self.held,
+                self.scenario.evaluation_bad(self.held_bad),
+                self.held_bad.target_label,
+                self.source.attack,
+                self.held_bad.clip,
+                "validation split",
+            )
+        if given.bad is not None and given.target_label is None:
+            return replace(given, target_label=self.train_bad.target_label)
+        return given
+
+
+def all_unit_masks(model: OnnxModel) -> dict[str, np.ndarray]:
+    """Every weight and bias value of every unit (plain fine-tuning)."""
+    masks = {}
+    for unit in model.units:
+        for name in (unit.weight, unit.bias):
+            if name is not None:
+                masks[name] = np.ones(tuple(model.initializers[name].dims), dtype=bool)
+    return masks

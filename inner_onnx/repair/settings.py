@@ -1,0 +1,119 @@
+"""Repair settings, grouped by the part of the trainer that reads them.
+
+The defaults here are the generic ones; each scenario starts from its own typed
+defaults (`Scenario.default_settings`), and the user's options override those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from inner_onnx.errors import InputError
+from inner_onnx.localize.pipeline import LocalizeSettings
+from inner_onnx.localize.routing import RoutingSettings
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The optimizer and its schedule (SGD with momentum, linear decay to a tenth)."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    # bad samples per batch, as a share of the clean ones
+    bad_fraction: float = 0.25
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    # Triggered samples start with huge losses (the backdoor's logit dominates): clipping keeps
+    # the first steps from wrecking the clean behaviour.
+    max_grad_norm: float = 1.0
+    # Average the trainable weights over the last N epochs and keep the average; 0 keeps the
+    # best single epoch by the validation objective.
+    average_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise InputError(f"--epochs must be at least 1, got {self.epochs}")
+        if not 0 <= self.average_epochs <= self.epochs:
+            raise InputError(
+                f"average_epochs must be in [0, epochs={self.epochs}], got {self.average_epochs}"
+            )
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the loss terms (repair/trainer.py). The output cross-entropy on clean
+    samples always counts once."""
+
+    # per selected unit: 0.8·CE(probe(x_bad), y) + 0.2·KD_T(teacher_y ‖ probe(x_bad))
+    probe: float = 0.2
+    # output cross-entropy on bad samples with their true labels
+    bad: float = 0.2
+    # distillation from the original model on clean samples: keeps what it did right
+    clean_distillation: float = 10.0
+    # distillation from the original model on mixtures of clean samples; 0 switches it off
+    clean_mixup: float = 0.0
+    # cross-entropy on mixtures of two bad samples with mixed labels; 0 switches it off
+    bad_mixup: float = 0.0
+
+
+@dataclass(frozen=True)
+class StoppingRule:
+    """The validation split, which epoch is kept, and when training stops."""
+
+    validation_fraction: float = 0.2
+    patience: int = 5
+    asr_target: float = 0.02
+    accuracy_tolerance: float = 0.005
+    fairness_tolerance: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0 < self.validation_fraction < 1:
+            raise InputError(f"--val-fraction must be in (0, 1), got {self.validation_fraction}")
+
+
+@dataclass(frozen=True)
+class RepairSettings:
+    method: str = "inner"
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    loss: LossWeights = field(default_factory=LossWeights)
+    stopping: StoppingRule = field(default_factory=StoppingRule)
+    localize: LocalizeSettings = field(default_factory=LocalizeSettings)
+
+    def with_options(
+        self,
+        *,
+        method: str | None = None,
+        epochs: int | None = None,
+        layers: int | None = None,
+        granularity: str | None = None,
+        top_k: int | None = None,
+        validation_fraction: float | None = None,
+    ) -> RepairSettings:
+        """These settings with what the user gave on the command line (None: keep)."""
+        training, stopping, localize = self.training, self.stopping, self.localize
+        if epochs is not None:
+            training = replace(
+                training, epochs=epochs, average_epochs=min(training.average_epochs, epochs)
+            )
+            stopping = replace(stopping, patience=min(stopping.patience, epochs))
+        if validation_fraction is not None:
+            stopping = replace(stopping, validation_fraction=validation_fraction)
+        if layers is not None:
+            localize = replace(localize, layers=layers)
+        if granularity is not None or top_k is not None:
+            routing: RoutingSettings = localize.routing
+            localize = replace(
+                localize,
+                routing=replace(
+                    routing,
+                    granularity=granularity or routing.granularity,
+                    top_k=top_k if top_k is not None else routing.top_k,
+                ),
+            )
+        return replace(
+            self,
+            method=method or self.method,
+            training=training,
+            stopping=stopping,
+            localize=localize,
+        )

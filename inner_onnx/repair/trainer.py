@@ -1,0 +1,376 @@
+"""Masked optimization of the torch view (DESIGN.md step 4).
+
+`MaskedTrainer` fine-tunes the view with a gradient mask per initializer: a
+repair method decides the masks (INNER: the fault neurons; plain fine-tuning:
+every unit value) and may add probe terms. The loss is the output cross-entropy
+on clean and bad samples plus, per selected unit, the probe loss
+`0.8·CE(probe(x_bad), y) + 0.2·KD_T(teacher_y ‖ probe(x_bad))`, where the
+teacher is the probe's mean tempered softmax over the clean samples of class y
+that the original model gets right. Two optional mixup terms widen the little
+data a user has: distillation from the original model on mixtures of clean
+samples (the repaired model keeps the original's behaviour between the samples,
+not only at them), and cross-entropy on mixtures of two bad samples with mixed
+labels (a backdoor trigger is the same in both, so every mixture still carries
+it). A validation split of the user's data decides early stopping and which
+epoch is kept; with `average_epochs` the weights of the last epochs are averaged
+instead and the validation split checks the average.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from inner_onnx.errors import InputError
+from inner_onnx.io.data import Dataset
+from inner_onnx.io.model import OnnxModel
+from inner_onnx.localize.probes import LinearProbe
+from inner_onnx.progress import QUIET, Reporter
+from inner_onnx.repair.settings import LossWeights, RepairSettings, TrainingSettings
+from inner_onnx.runtime import pool_activation_torch
+from inner_onnx.scenarios.base import BadSamples, Forward, Measurement, Scenario
+from inner_onnx.torchview import TorchView
+
+KD_TEMPERATURE = 3.0
+Masks = dict[str, np.ndarray]
+
+
+@dataclass
+class ProbeTerm:
+    """A selected unit's frozen probe and its per-class teacher distributions."""
+
+    unit_name: str
+    probe: LinearProbe
+    teachers: torch.Tensor  # [classes, classes], tempered softmax means
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    loss: float | None  # None before training (epoch 0)
+    val_accuracy: float
+    val_bad: float | None  # ASR (backdoor with target), robust or bad-sample accuracy
+    val_fairness_gap: float
+
+
+@dataclass
+class TrainOutcome:
+    history: list[EpochRecord]
+    kept_epoch: int
+    stopped_early: bool
+    # validation figures of the weights averaged over the last epochs (average_epochs > 0),
+    # and how many epochs the kept weights average (0: one epoch's weights were kept)
+    average: EpochRecord | None = None
+    averaged_epochs: int = 0
+    # whether the kept weights meet the scenario's validation targets (None: it states none)
+    targets_met: bool | None = None
+    kept: Measurement | None = None
+    start: Measurement | None = None
+
+
+class ValidationSplit:
+    """The held-out part of the user's data, measured on the torch view between epochs."""
+
+    def __init__(self, clean: Dataset, bad: BadSamples, scenario: Scenario):
+        self.clean = clean
+        self.bad = bad
+        self.scenario = scenario
+
+    def measure(self, forward: Forward, num_classes: int, seed: int) -> Measurement:
+        return self.scenario.measure(forward, self.clean, self.bad, num_classes, seed)
+
+
+class WeightAverage:
+    """Running mean of the trainable weights over the epochs from `first_epoch` on."""
+
+    def __init__(self, first_epoch: int):
+        self.first_epoch = first_epoch
+        self.count = 0
+        self.average: list[torch.Tensor] | None = None
+
+    def add(self, epoch: int, weights: list[torch.Tensor]) -> None:
+        if epoch < self.first_epoch:
+            return
+        self.count += 1
+        if self.average is None:
+            self.average = weights
+        else:
+            self.average = [a + (w - a) / self.count for a, w in zip(self.average, weights)]
+
+
+class BatchSource:
+    """Mini-batches of (clean x, clean y, original clean logits, bad x, bad y).
+
+    Each epoch walks the clean training data once; bad samples cycle alongside, a fixed
+    share of each batch. Bad samples that follow the weights (adversarial examples) are
+    made afresh against the current weights for every batch.
+    """
+
+    def __init__(
+        self,
+        view: TorchView,
+        clean: Dataset,
+        bad: BadSamples,
+        training: TrainingSettings,
+        seed: int,
+    ):
+        self.bad = bad
+        self.batch_size = training.batch_size
+        self.bad_batch = max(1, round(training.batch_size * training.bad_fraction))
+        self.rng = np.random.default_rng(seed)
+        self.x_clean = torch.from_numpy(clean.x)
+        self.y_clean = torch.from_numpy(clean.y.astype(np.int64))
+        with torch.no_grad():
+            self.original_logits = torch.cat(
+                [view(self.x_clean[i : i + 512]) for i in range(0, len(self.x_clean), 512)]
+            )
+        self.x_bad = torch.from_numpy(bad.data.x)
+        self.y_bad = torch.from_numpy(bad.data.y.astype(np.int64))
+
+    def epoch(
+        self, generator: torch.Generator, forward: Forward
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
+        order = torch.randperm(len(self.x_clean), generator=generator)
+        bad_order = torch.randperm(len(self.x_bad), generator=generator)
+        for index, start in enumerate(range(0, len(order), self.batch_size)):
+            rows = order[start : start + self.batch_size]
+            xc, yc = self.x_clean[rows], self.y_clean[rows]
+            if self.bad.follows_weights:
+                seed = int(self.rng.integers(1 << 31))
+                xb = torch.from_numpy(self.bad.regenerate(forward, xc.numpy(), yc.numpy(), seed))
+                yb = yc
+            else:
+                window = torch.arange(index * self.bad_batch, (index + 1) * self.bad_batch)
+                pick = bad_order[window % len(bad_order)]
+                xb, yb = self.x_bad[pick], self.y_bad[pick]
+            yield xc, yc, self.original_logits[rows], xb, yb
+
+
+def distillation(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    return F.kl_div(
+        F.log_softmax(logits, dim=1), F.softmax(teacher_logits, dim=1), reduction="batchmean"
+    )
+
+
+def probe_loss(term: ProbeTerm, probe_logits: torch.Tensor, y_bad: torch.Tensor) -> torch.Tensor:
+    """DESIGN.md step 4: 0.8·CE toward the true label + 0.2·KD toward the class teacher."""
+    kd = (
+        F.kl_div(
+            F.log_softmax(probe_logits / KD_TEMPERATURE, dim=1),
+            term.teachers[y_bad],
+            reduction="batchmean",
+        )
+        * KD_TEMPERATURE**2
+    )
+    return 0.8 * F.cross_entropy(probe_logits, y_bad) + 0.2 * kd
+
+
+class MaskedTrainer:
+    """Fine-tunes only the masked values of the view's initializers."""
+
+    def __init__(
+        self,
+        model: OnnxModel,
+        view: TorchView,
+        masks: Masks,
+        probe_terms: list[ProbeTerm],
+        settings: RepairSettings,
+        seed: int = 0,
+        loss: LossWeights | None = None,
+    ):
+        self.model = model
+        self.view = view
+        self.settings = settings
+        self.weights = loss or settings.loss
+        self.seed = seed
+        self.probe_terms = probe_terms
+        self.masks = {name: torch.from_numpy(mask) for name, mask in masks.items() if mask.any()}
+        self.trainable: list[torch.nn.Parameter] = []
+        for name, parameter in view.onnx_parameters():
+            parameter.requires_grad_(name in self.masks)
+            if name in self.masks:
+                mask = self.masks[name].to(parameter.dtype)
+                parameter.register_hook(lambda grad, mask=mask: grad * mask)
+                self.trainable.append(parameter)
+        if not self.trainable:
+            raise InputError("the fault set selects no weights to repair")
+        self.units = {term.unit_name: model.unit(term.unit_name) for term in probe_terms}
+        # The original model, frozen, scores the clean mixtures (they are new every batch).
+        self.teacher = model.torch_view(frozen=True) if self.weights.clean_mixup else None
+        self.mixing = torch.Generator().manual_seed(seed + 1)
+
+    def _mix(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each sample mixed with a random partner: (mixtures, its own share, partner rows)."""
+        share = torch.rand(len(x), generator=self.mixing)
+        partner = torch.randperm(len(x), generator=self.mixing)
+        weights = share.reshape(-1, *([1] * (x.dim() - 1)))
+        return weights * x + (1 - weights) * x[partner], share, partner
+
+    def _loss(
+        self,
+        x_clean: torch.Tensor,
+        y_clean: torch.Tensor,
+        original_clean: torch.Tensor,
+        x_bad: torch.Tensor,
+        y_bad: torch.Tensor,
+    ) -> torch.Tensor:
+        weights = self.weights
+        captures = [self.units[t.unit_name].activation for t in self.probe_terms]
+        batches = [x_clean, x_bad]
+        if weights.clean_mixup:
+            clean_mixtures, _, _ = self._mix(x_clean)
+            batches.append(clean_mixtures)
+        if weights.bad_mixup:
+            bad_mixtures, bad_share, bad_partner = self._mix(x_bad)
+            batches.append(bad_mixtures)
+        x = torch.cat(batches)
+        if captures:
+            logits, captured = self.view(x, capture=captures)
+        else:
+            logits, captured = self.view(x), {}
+        parts = iter(torch.split(logits, [len(b) for b in batches]))
+        clean_logits, bad_logits = next(parts), next(parts)
+        loss = (
+            F.cross_entropy(clean_logits, y_clean)
+            + weights.clean_distillation * distillation(clean_logits, original_clean)
+            + weights.bad * F.cross_entropy(bad_logits, y_bad)
+        )
+        if weights.clean_mixup:
+            assert self.teacher is not None
+            with torch.no_grad():
+                teacher_logits = self.teacher(clean_mixtures)
+            loss = loss + weights.clean_mixup * distillation(next(parts), teacher_logits)
+        if weights.bad_mixup:
+            mixed = next(parts)
+            mixed_loss = bad_share * F.cross_entropy(mixed, y_bad, reduction="none") + (
+                1 - bad_share
+            ) * F.cross_entropy(mixed, y_bad[bad_partner], reduction="none")
+            loss = loss + weights.bad_mixup * mixed_loss.mean()
+        bad_rows = slice(len(x_clean), len(x_clean) + len(x_bad))
+        for term in self.probe_terms:
+            unit = self.units[term.unit_name]
+            pooled = pool_activation_torch(captured[unit.activation][bad_rows], unit)
+            loss = loss + weights.probe * probe_loss(
+                term, term.probe.torch_logits(pooled), y_bad
+            ) / len(self.probe_terms)
+        return loss
+
+    def _epoch(
+        self, epoch: int, batches: BatchSource, optimizer: torch.optim.Optimizer, generator
+    ) -> float:
+        """One pass over the training data; returns the mean loss."""
+        training = self.settings.training
+        # Linear decay to a tenth: late epochs settle instead of oscillating.
+        for group in optimizer.param_groups:
+            group["lr"] = training.learning_rate * (
+                1 - 0.9 * (epoch - 1) / max(1, training.epochs - 1)
+            )
+        losses = []
+        for batch in batches.epoch(generator, self.view):
+            optimizer.zero_grad(set_to_none=True)
+            loss = self._loss(*batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.trainable, training.max_grad_norm)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        return float(np.mean(losses))
+
+    def fit(
+        self,
+        train_clean: Dataset,
+        train_bad: BadSamples,
+        validation: ValidationSplit,
+        reporter: Reporter = QUIET,
+    ) -> TrainOutcome:
+        training, rule, scenario = (
+            self.settings.training,
+            self.settings.stopping,
+            validation.scenario,
+        )
+        seed, classes = self.seed, self.model.num_classes
+        generator = torch.Generator().manual_seed(seed)
+        # Masked-out values must not move: no weight decay, and their zero gradients keep the
+        # momentum buffers at zero, so their step is exactly zero.
+        optimizer = torch.optim.SGD(
+            self.trainable, lr=training.learning_rate, momentum=training.momentum
+        )
+        start = validation.measure(self.view, classes, seed)
+        history = [EpochRecord(0, None, start.accuracy, start.bad, start.gap)]
+        best_score, kept_epoch, kept = scenario.objective(start, start, rule), 0, start
+        best_state = self._snapshot()
+        stale = 0
+        stopped_early = False
+        averager = WeightAverage(training.epochs - training.average_epochs + 1)
+        batches = BatchSource(self.view, train_clean, train_bad, training, seed)
+        with reporter.step("repair epochs", training.epochs) as advance:
+            for epoch in range(1, training.epochs + 1):
+                loss = self._epoch(epoch, batches, optimizer, generator)
+                now = validation.measure(self.view, classes, seed + epoch)
+                history.append(EpochRecord(epoch, loss, now.accuracy, now.bad, now.gap))
+                advance(1)
+                if training.average_epochs:
+                    averager.add(epoch, self._snapshot())
+                    continue  # a fixed schedule: the average is judged at the end
+                score = scenario.objective(now, start, rule)
+                met = bool(scenario.targets_met(now, start, rule))
+                if score > best_score or met:
+                    best_score, kept_epoch, best_state, stale = score, epoch, self._snapshot(), 0
+                    kept = now
+                else:
+                    stale += 1
+                if met or stale >= rule.patience:
+                    stopped_early = epoch < training.epochs
+                    break
+        average_record, averaged_epochs = None, 0
+        if averager.average is not None:
+            self._restore(averager.average)
+            averaged = validation.measure(self.view, classes, seed)
+            average_record = EpochRecord(
+                training.epochs, None, averaged.accuracy, averaged.bad, averaged.gap
+            )
+            # The average is kept unless the untouched model scores better on validation.
+            if scenario.objective(averaged, start, rule) >= best_score:
+                best_state, kept_epoch, kept = averager.average, training.epochs, averaged
+                averaged_epochs = averager.count
+        self._restore(best_state)
+        return TrainOutcome(
+            history,
+            kept_epoch,
+            stopped_early,
+            average_record,
+            averaged_epochs,
+            scenario.targets_met(kept, start, rule),
+            kept,
+            start,
+        )
+
+    def _snapshot(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.trainable]
+
+    def _restore(self, state: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for parameter, value in zip(self.trainable, state):
+                parameter.copy_(value)
+
+
+def teacher_distributions(
+    probe: LinearProbe,
+    features: np.ndarray,
+    labels: np.ndarray,
+    correct: np.ndarray,
+    num_classes: int,
+) -> torch.Tensor:
+    """Per class: the probe's mean tempered softmax over clean samples the model gets right."""
+    with torch.no_grad():
+        logits = probe.torch_logits(torch.from_numpy(features))
+        tempered = F.softmax(logits / KD_TEMPERATURE, dim=1)
+    teachers = torch.full((num_classes, num_classes), 1.0 / num_classes)
+    for label in range(num_classes):
+        rows = torch.from_numpy(np.flatnonzero(correct & (labels == label)))
+        if len(rows):
+            teachers[label] = tempered[rows].mean(dim=0)
+    return teachers

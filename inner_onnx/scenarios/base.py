@@ -1,0 +1,246 @@
+"""What a scenario is: where its bad samples come from, how it is measured and judged.
+
+A `Scenario` object per defect (backdoor.py, adversarial.py, wrong.py) answers
+every question that depends on the defect: which options give its bad samples,
+how they are split for validation, its typed repair defaults, what a validation
+measurement holds, the objective that picks the kept epoch, whether the targets
+are met, and how the report and the benchmark name its figures.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from inner_onnx.errors import InputError
+from inner_onnx.io.data import Dataset
+from inner_onnx.io.model import OnnxModel
+from inner_onnx.io.specs import AttackSpec, TriggerSpec
+from inner_onnx.measure.attacks import generate
+from inner_onnx.measure.metrics import Metrics, accuracy, fairness_gap, per_class_accuracy
+from inner_onnx.progress import QUIET, Reporter
+from inner_onnx.repair.settings import RepairSettings, StoppingRule
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class BadSource:
+    """The user's choice of bad samples, checked for consistency before any work.
+
+    `bad_path` is a file of bad samples; `bad_data` the same already in memory (the
+    benchmark draws its own)."""
+
+    scenario: str
+    bad_path: Path | None = None
+    trigger: TriggerSpec | None = None
+    attack: AttackSpec | None = None
+    target_label: int | None = None
+    clip: tuple[float, float] | None = None
+    bad_data: Dataset | None = None
+
+    def check(self, model: OnnxModel) -> None:
+        if self.target_label is not None and not 0 <= self.target_label < model.num_classes:
+            raise InputError(
+                f"--target-label {self.target_label} out of range: the model has "
+                f"{model.num_classes} classes"
+            )
+
+    def record(self) -> dict[str, object]:
+        """What the provenance says about where the bad samples came from."""
+        bad = str(self.bad_path) if self.bad_path else None
+        if bad is None and self.bad_data is not None:
+            bad = self.bad_data.source
+        return {
+            "bad": bad,
+            "trigger": str(self.trigger) if self.trigger else None,
+            "attack": str(self.attack) if self.attack else None,
+            "target_label": self.target_label,
+        }
+
+
+@dataclass
+class BadSamples:
+    data: Dataset
+    target_label: int | None
+    # adversarial: how to make more against changed weights (repair regenerates them)
+    attack: AttackSpec | None = None
+    clip: tuple[float, float] | None = None
+
+    @property
+    def follows_weights(self) -> bool:
+        """Whether these samples must be made afresh whenever the weights change."""
+        return self.attack is not None
+
+    def regenerate(self, forward: Forward, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+        assert self.attack is not None and self.clip is not None
+        return generate(self.attack, forward, x, y, self.clip, seed=seed)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Validation figures after an epoch: accuracy, the scenario's bad figure, fairness gap.
+
+    `bad_kind` names the bad figure: "asr", "bad_accuracy", "robust_accuracy" or None."""
+
+    accuracy: float
+    bad: float | None
+    gap: float
+    bad_kind: str | None = None
+
+
+def predict_labels(forward: Forward, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Class labels from a torch forward function, in batches, without gradients."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            out.append(forward(torch.from_numpy(x[start : start + batch_size])).argmax(1).numpy())
+    return np.concatenate(out)
+
+
+def clean_measurement(
+    forward: Forward, clean: Dataset, num_classes: int
+) -> tuple[float, float, np.ndarray]:
+    """(accuracy, fairness gap, predictions) on clean data."""
+    pred = predict_labels(forward, clean.x)
+    gap = fairness_gap(per_class_accuracy(pred, clean.y, num_classes))
+    return accuracy(pred, clean.y), gap, pred
+
+
+def kept_behaviour_penalty(now: Measurement, start: Measurement, rule: StoppingRule) -> float:
+    """Losing accuracy beyond the tolerance costs three times the loss, and a wider fairness
+    gap than the original's (beyond the tolerance) costs its size."""
+    penalty = 3.0 * max(0.0, start.accuracy - rule.accuracy_tolerance - now.accuracy)
+    return penalty + max(0.0, now.gap - start.gap - rule.fairness_tolerance)
+
+
+class Scenario(ABC):
+    """One defect inner-onnx repairs. Subclasses register with `@register`."""
+
+    name: ClassVar[str]
+    # one line for --help and the README
+    summary: ClassVar[str]
+    # the options that give its bad samples (empty: they come from the clean data)
+    sources: ClassVar[tuple[str, ...]]
+    # the Metrics field that says whether the defect is gone, and which way is better
+    bad_metric: ClassVar[str]
+    bad_metric_higher_is_better: ClassVar[bool]
+
+    @abstractmethod
+    def default_settings(self) -> RepairSettings:
+        """This scenario's repair defaults, before the user's options."""
+
+    @abstractmethod
+    def bad_samples(
+        self,
+        source: BadSource,
+        model: OnnxModel,
+        clean: Dataset,
+        predict: Predict,
+        forward: Forward,
+        seed: int = 0,
+        reporter: Reporter = QUIET,
+    ) -> BadSamples:
+        """Bad samples with their true labels; `predict` runs the model (onnxruntime)."""
+
+    @abstractmethod
+    def split_bad(
+        self,
+        source: BadSource,
+        model: OnnxModel,
+        train: Dataset,
+        held: Dataset,
+        predict: Predict,
+        forward: Forward,
+        fraction: float,
+        seed: int,
+        reporter: Reporter = QUIET,
+    ) -> tuple[BadSamples, BadSamples]:
+        """Bad samples for training and for validation, never sharing a source sample."""
+
+    @abstractmethod
+    def measure(
+        self, forward: Forward, clean: Dataset, bad: BadSamples, num_classes: int, seed: int
+    ) -> Measurement:
+        """Validation figures of the weights behind `forward`."""
+
+    @abstractmethod
+    def objective(self, now: Measurement, start: Measurement, rule: StoppingRule) -> float:
+        """Higher is better; picks the kept epoch and ranks benchmark runs."""
+
+    def targets_met(self, now: Measurement, start: Measurement, rule: StoppingRule) -> bool | None:
+        """Whether the repair reached its targets (None: this scenario states none); training
+        stops as soon as they hold."""
+        return None
+
+    def evaluation_bad(self, held_bad: BadSamples) -> Dataset | None:
+        """The bad samples an evaluation on the validation split measures (None: none)."""
+        return None
+
+    def headline_field(self, before: Metrics) -> str | None:
+        """The Metrics field the report shows first."""
+        return self.bad_metric if getattr(before, self.bad_metric, None) is not None else None
+
+    def curve_label(self, has_target: bool) -> str | None:
+        """What the validation 'bad' figure of each epoch measures (None: nothing)."""
+        return None
+
+    def check_source(self, given: list[str]) -> None:
+        """Refuse options that do not fit this scenario, or a missing one."""
+        if given and given[0] not in self.sources:
+            raise InputError(
+                f"{given[0]} does not fit --scenario {self.name}"
+                + (
+                    f"; use {' or '.join(self.sources)}"
+                    if self.sources
+                    else " (it uses misclassified data)"
+                )
+            )
+        if self.sources and not given:
+            raise InputError(f"--scenario {self.name} needs {' or '.join(self.sources)}")
+
+
+def infer_target_label(predictions: np.ndarray, y: np.ndarray) -> int | None:
+    """The class that bad samples of other classes are pushed to most often, if any."""
+    flipped = predictions[predictions != y]
+    if not len(flipped):
+        return None
+    return int(np.bincount(flipped).argmax())
+
+
+def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (train, validation) indices; every class with 2+ samples lands in both."""
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        count = round(len(rows) * fraction) if len(rows) > 1 else 0
+        count = min(max(count, 1 if len(rows) > 1 else 0), len(rows) - 1)
+        held.append(rows[:count])
+        train.append(rows[count:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
+
+
+def checked_split(data: Dataset, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    train, held = split_indices(data.y, fraction, seed)
+    if not len(held) or not len(train):
+        raise InputError(
+            f"{data.source}: too few samples for a validation split (need at least 2 of a class)"
+        )
+    return train, held
+
+
+REGISTRY: dict[str, Scenario] = {}
+
+
+def register(cls: type[Scenario]) -> type[Scenario]:
+    """Class decorator: make the scenario known by its name (one file per scenario)."""
+    REGISTRY[cls.name] = cls()
+    return cls
