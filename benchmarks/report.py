@@ -312,6 +312,7 @@ def not_run_lines(payload: dict) -> list[str]:
     ]
 
 
+# Over 60 lines only because it is the section's text with its figures filled in.
 def section(payload: dict, stem: str, reading: str) -> str:
     runs = payload["runs"]
     table = aggregate(runs)

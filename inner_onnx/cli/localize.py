@@ -27,6 +27,7 @@ from inner_onnx.cli.options import (
     TopKOpt,
     TriggerOpt,
 )
+from inner_onnx.localize.faults import FaultSet
 
 
 @app.command()
@@ -60,6 +61,7 @@ def localize(
     from inner_onnx.repair.pipeline import settings_for
     from inner_onnx.runtime import Runner
     from inner_onnx.scenarios import scenario_named
+    from inner_onnx.scenarios.base import Sampler
 
     model = load_checked(model_path)
     source = bad_source_from(scenario, bad, trigger, attack, target_label, clip)
@@ -78,15 +80,18 @@ def localize(
     view = model.torch_view()
     scenario = scenario_named(source.scenario)
     with context.pinned():
-        bad_samples = scenario.bad_samples(
-            source, model, clean, runner.predict, view, seed, progress
-        )
+        sampler = Sampler(model, runner.predict, view, seed, progress)
+        bad_samples = scenario.bad_samples(source, clean, sampler)
         result = run_localize(runner, view, clean, bad_samples.data, settings, seed, progress)
     result.faults.save(output, model)
     payload = result.faults.to_dict(model)
     if as_json:
         print_json({"output": str(output), **payload})
         return
+    _print_faults(result.faults, payload, output)
+
+
+def _print_faults(faults: FaultSet, payload: dict, output: Path) -> None:
     table = Table(
         "unit",
         "score",
@@ -96,9 +101,9 @@ def localize(
         title="layer selection and routing",
     )
     by_unit: dict[str, list[str]] = {}
-    for neuron in result.faults.neurons:
+    for neuron in faults.neurons:
         by_unit.setdefault(neuron.unit, []).append(f"{neuron.index} ({neuron.votes})")
-    for unit in result.faults.units:
+    for unit in faults.units:
         table.add_row(
             unit.name,
             f"{unit.score:.3f}",
@@ -108,7 +113,7 @@ def localize(
         )
     stdout.print(table)
     stdout.print(
-        f"{len(result.faults.neurons)} fault neurons covering "
+        f"{len(faults.neurons)} fault neurons covering "
         f"{payload['weights_covered']} of {payload['weights_total']} weights "
         f"({100 * payload['weights_covered_fraction']:.2f}%) -> {output}"
     )

@@ -129,6 +129,7 @@ def run_repair(
     return job.run(reporter(quiet))
 
 
+# Over 60 lines only because its signature is the command's option list.
 @app.command("repair")
 def repair_command(
     model_path: ModelArg,

@@ -9,17 +9,12 @@ model or the user (unit and tensor names, paths, settings) is HTML-escaped, and
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import math
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -28,6 +23,22 @@ from inner_onnx.errors import InputError
 from inner_onnx.io.fileio import write_bytes_atomic, write_json_atomic
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.measure.metrics import Metrics
+from inner_onnx.present.html import (
+    AFTER_COLOR,
+    BEFORE_COLOR,
+    CSS,
+    KEPT_COLOR,
+    PLOT_WIDTH,
+    SELECTED_COLOR,
+    change,
+    escape,
+    image,
+    percent,
+    plot_label,
+    row,
+    table,
+    verdict,
+)
 
 if TYPE_CHECKING:
     from inner_onnx.localize.faults import FaultSet
@@ -35,12 +46,6 @@ if TYPE_CHECKING:
     from inner_onnx.repair.trainer import EpochRecord
 
 # Muted grey for "before" and for what was not selected, so the colour marks what changed.
-BEFORE_COLOR = "#a7adb7"
-AFTER_COLOR = "#1f77b4"
-SELECTED_COLOR = "#ff7f0e"
-KEPT_COLOR = "#d62728"
-PLOT_DPI = 100
-PLOT_WIDTH = 10.8  # inches: 1080 px at PLOT_DPI, the page's content width
 
 # (field of Metrics, label, which direction is better)
 METRIC_ROWS = (
@@ -51,34 +56,6 @@ METRIC_ROWS = (
     ("robust_accuracy", "robust accuracy", "higher"),
     ("sensitivity", "sensitivity (rotation, brightness)", "lower"),
 )
-
-CSS = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d232b;
-       background: #fff; margin: 0; }
-main { max-width: 1100px; margin: 0 auto; padding: 24px 20px 48px; }
-h1 { font-size: 26px; margin: 0 0 4px; }
-h2 { font-size: 19px; margin: 34px 0 8px; padding-bottom: 4px; border-bottom: 1px solid #d9dde3; }
-p.lead, p.note { color: #4a5360; margin: 4px 0 12px; }
-nav { margin: 10px 0 0; font-size: 14px; }
-nav a { color: #33475b; margin-right: 14px; }
-.cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 18px 0 4px; }
-.card { border: 1px solid #d9dde3; border-radius: 6px; padding: 10px 16px; min-width: 190px;
-        background: #f7f8fa; }
-.card .label { font-size: 13px; color: #4a5360; }
-.card .value { font-size: 22px; font-weight: 600; }
-table { border-collapse: collapse; margin: 6px 0 10px; font-size: 14px; }
-th, td { border: 1px solid #d9dde3; padding: 4px 10px; text-align: left; }
-th { background: #f1f3f5; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.selected td { background: #fdf3e1; font-weight: 600; }
-tr.total td { font-weight: 600; }
-img { max-width: 100%; height: auto; display: block; margin: 6px 0; }
-pre { background: #f7f8fa; border: 1px solid #d9dde3; padding: 10px; font-size: 12.5px;
-      overflow-x: auto; }
-dl { display: grid; grid-template-columns: max-content 1fr; gap: 3px 16px; font-size: 14px; }
-dt { color: #4a5360; }
-dd { margin: 0; word-break: break-all; }
-"""
 
 
 def write_report(directory: Path, model: OnnxModel, result: RepairResult, summary: dict) -> Path:
@@ -105,87 +82,34 @@ def render_html(model: OnnxModel, result: RepairResult, summary: dict) -> str:
         ("changed", "Changed tensors", _changed_section(model, result)),
         ("provenance", "Provenance", _provenance_section(model, result, summary)),
     ]
-    nav = "".join(f'<a href="#{key}">{_e(heading)}</a>' for key, heading, _ in sections)
+    nav = "".join(f'<a href="#{key}">{escape(heading)}</a>' for key, heading, _ in sections)
     body = "".join(
-        f'<section id="{key}"><h2>{_e(heading)}</h2>{content}</section>'
+        f'<section id="{key}"><h2>{escape(heading)}</h2>{content}</section>'
         for key, heading, content in sections
     )
     model_label = str(model.path) if model.path else model.sha256[:12]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>"
-        f"<h1>{_e(title)}</h1>"
-        f'<p class="lead">model {_e(model_label)} · evaluated on {_e(result.evaluation_name)}'
-        f" · every number measured in onnxruntime on the model as written</p>"
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
+        f"<h1>{escape(title)}</h1>"
+        f'<p class="lead">model {escape(model_label)} · evaluated on '
+        f"{escape(result.evaluation_name)} · every number measured in onnxruntime on the model "
+        "as written</p>"
         f"<nav>{nav}</nav>{body}</main></body></html>\n"
     )
 
 
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.2f} %"
-
-
-def _change(before: float | None, after: float | None) -> str:
-    if before is None or after is None:
-        return "–"
-    return f"{100 * (after - before):+.2f} pp".replace("-", "−")
-
-
-def _plot_label(text: str, limit: int = 36) -> str:
-    """A name fit for a plot: `$` escaped (no mathtext), long names cut in the middle."""
-    if len(text) > limit:
-        keep = (limit - 1) // 2
-        text = f"{text[:keep]}…{text[-keep:]}"
-    return text.replace("$", r"\$")
-
-
-def _image(figure: Figure, alt: str) -> str:
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    # No "Software" stamp: the same result gives the same bytes.
-    figure.savefig(buffer, format="png", dpi=PLOT_DPI, metadata={"Software": None})
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
-
-
-def _table(header: Iterable[str], rows: Iterable[str]) -> str:
-    head = "".join(f"<th>{_e(cell)}</th>" for cell in header)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def _row(cells: Iterable[tuple[str, bool]], css_class: str = "") -> str:
-    """One table row from (text, is_number) cells; text is escaped here."""
-    attribute = f' class="{css_class}"' if css_class else ""
-    tds = "".join(
-        f'<td class="num">{_e(text)}</td>' if number else f"<td>{_e(text)}</td>"
-        for text, number in cells
-    )
-    return f"<tr{attribute}>{tds}</tr>"
-
-
-def _verdict(before: float | None, after: float | None, better: str) -> str:
-    if before is None or after is None:
-        return "–"
-    if math.isclose(before, after, abs_tol=5e-5):
-        return "unchanged"
-    return "better" if (after > before) == (better == "higher") else "worse"
-
-
 def _metric_row(field: str, label: str, better: str, before: Metrics, after: Metrics) -> str:
     old, new = getattr(before, field), getattr(after, field)
-    return _row(
+    return row(
         [
             (label, False),
-            (_percent(old), True),
-            (_percent(new), True),
-            (_change(old, new), True),
+            (percent(old), True),
+            (percent(new), True),
+            (change(old, new), True),
             (f"{better} is better", False),
-            (_verdict(old, new, better), False),
+            (verdict(old, new, better), False),
         ]
     )
 
@@ -205,7 +129,7 @@ def _summary_section(result: RepairResult) -> str:
     cards = [
         (
             labels[field],
-            f"{_percent(getattr(before, field))} → {_percent(getattr(after, field))}",
+            f"{percent(getattr(before, field))} → {percent(getattr(after, field))}",
         )
         for field in _headline_fields(result)
     ]
@@ -213,8 +137,8 @@ def _summary_section(result: RepairResult) -> str:
     share = changed / result.weights_total if result.weights_total else 0.0
     cards.append(("weights changed", f"{changed:,} ({100 * share:.2f} %)"))
     card_html = "".join(
-        f'<div class="card"><div class="label">{_e(label)}</div>'
-        f'<div class="value">{_e(value)}</div></div>'
+        f'<div class="card"><div class="label">{escape(label)}</div>'
+        f'<div class="value">{escape(value)}</div></div>'
         for label, value in cards
     )
     rows = [
@@ -222,9 +146,9 @@ def _summary_section(result: RepairResult) -> str:
         for field, label, better in METRIC_ROWS
         if getattr(before, field) is not None or getattr(after, field) is not None
     ]
-    table = _table(["metric", "before", "after", "change", "", "verdict"], rows)
+    metrics = table(["metric", "before", "after", "change", "", "verdict"], rows)
     return (
-        f'<div class="cards">{card_html}</div>{table}'
+        f'<div class="cards">{card_html}</div>{metrics}'
         f'<p class="note">{changed:,} of {result.weights_total:,} unit weights changed in '
         f"{len(result.changed)} tensors.</p>"
     )
@@ -260,7 +184,7 @@ def _per_class_section(before: Metrics, after: Metrics) -> str:
         if absent
         else ""
     )
-    return _image(figure, "per-class accuracy before and after repair") + note
+    return image(figure, "per-class accuracy before and after repair") + note
 
 
 def _no_faults_note() -> str:
@@ -274,7 +198,7 @@ def _layer_section(faults: FaultSet | None) -> str:
     if faults is None or not faults.units:
         return _no_faults_note()
     units = faults.units
-    names = [_plot_label(u.name) for u in units]
+    names = [plot_label(u.name) for u in units]
     colors = [SELECTED_COLOR if u.selected else BEFORE_COLOR for u in units]
     figure = Figure(figsize=(PLOT_WIDTH, 1.0 + 0.32 * len(units)), layout="constrained")
     score_axes, probe_axes = figure.subplots(1, 2, sharey=True)
@@ -289,11 +213,11 @@ def _layer_section(faults: FaultSet | None) -> str:
     for axes in (score_axes, probe_axes):
         axes.grid(axis="x", alpha=0.3)
     rows = [
-        _row(
+        row(
             [
                 (u.name, False),
                 (f"{u.score:.4f}", True),
-                (_percent(u.probe_accuracy), True),
+                (percent(u.probe_accuracy), True),
                 ("yes" if u.selected else "", False),
             ],
             "selected" if u.selected else "",
@@ -303,8 +227,8 @@ def _layer_section(faults: FaultSet | None) -> str:
     return (
         f'<p class="note">Selected units (orange) are the {len(faults.selected_units)} with the '
         "highest score: there the probes see clean and bad samples differently.</p>"
-        + _image(figure, "unit selection scores and probe accuracy")
-        + _table(["unit", "score", "probe accuracy", "selected"], rows)
+        + image(figure, "unit selection scores and probe accuracy")
+        + table(["unit", "score", "probe accuracy", "selected"], rows)
     )
 
 
@@ -328,7 +252,7 @@ def _votes_section(faults: FaultSet | None) -> str:
         colors = [KEPT_COLOR if i in kept else BEFORE_COLOR for i in range(len(votes))]
         axes.bar(np.arange(len(votes)), votes, width=0.85, color=colors)
         axes.set_title(
-            f"{_plot_label(name, 60)}: {len(kept)} fault neurons of {len(votes)}",
+            f"{plot_label(name, 60)}: {len(kept)} fault neurons of {len(votes)}",
             fontsize=10,
             loc="left",
         )
@@ -346,7 +270,7 @@ def _votes_section(faults: FaultSet | None) -> str:
         else '<p class="note">Each bad sample votes for the weights its route keeps open '
         "(weight gates); the bars sum them per neuron. Repair changes only the kept "
         f"weights, which lie in the {kept_total} red neurons.</p>"
-    ) + _image(figure, "routing votes per neuron")
+    ) + image(figure, "routing votes per neuron")
 
 
 def _bad_curve_label(result: RepairResult) -> str | None:
@@ -404,7 +328,7 @@ def _training_section(result: RepairResult) -> str:
     return (
         f'<p class="note">{len(history) - 1} epochs ({stopped}); {kept_text}. Validation uses '
         "a held-out split of the repair data, never the evaluation data.</p>"
-        + _image(figure, "training loss and validation metrics")
+        + image(figure, "training loss and validation metrics")
     )
 
 
@@ -420,19 +344,19 @@ def _changed_section(model: OnnxModel, result: RepairResult) -> str:
     for name, count in result.changed.items():
         size = _tensor_size(model, name)
         rows.append(
-            _row(
+            row(
                 [
                     (name, False),
                     (f"{count:,}", True),
                     ("–" if size is None else f"{size:,}", True),
-                    ("–" if not size else _percent(count / size), True),
+                    ("–" if not size else percent(count / size), True),
                 ]
             )
         )
     changed = sum(result.changed.values())
-    share = _percent(changed / result.weights_total) if result.weights_total else "–"
+    share = percent(changed / result.weights_total) if result.weights_total else "–"
     rows.append(
-        _row(
+        row(
             [
                 ("all unit weights", False),
                 (f"{changed:,}", True),
@@ -442,7 +366,7 @@ def _changed_section(model: OnnxModel, result: RepairResult) -> str:
             "total",
         )
     )
-    return _table(["initializer", "values changed", "values", "share"], rows)
+    return table(["initializer", "values changed", "values", "share"], rows)
 
 
 def _provenance_section(model: OnnxModel, result: RepairResult, summary: dict) -> str:
@@ -462,6 +386,6 @@ def _provenance_section(model: OnnxModel, result: RepairResult, summary: dict) -
     ]
     if result.faults is not None:
         items.append(("fault set granularity", result.faults.granularity))
-    definitions = "".join(f"<dt>{_e(key)}</dt><dd>{_e(value)}</dd>" for key, value in items)
+    definitions = "".join(f"<dt>{escape(key)}</dt><dd>{escape(value)}</dd>" for key, value in items)
     settings = json.dumps(result.settings, indent=2, default=str)
-    return f"<dl>{definitions}</dl><h3>settings</h3><pre>{_e(settings)}</pre>"
+    return f"<dl>{definitions}</dl><h3>settings</h3><pre>{escape(settings)}</pre>"

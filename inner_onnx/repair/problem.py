@@ -25,7 +25,7 @@ from inner_onnx.repair.settings import RepairSettings
 from inner_onnx.repair.trainer import ProbeTerm, ValidationSplit, teacher_distributions
 from inner_onnx.runtime import Runner
 from inner_onnx.scenarios import BadSamples, BadSource, Scenario, scenario_named
-from inner_onnx.scenarios.base import checked_split
+from inner_onnx.scenarios.base import Sampler, checked_split
 from inner_onnx.torchview import TorchView
 
 
@@ -67,17 +67,8 @@ class RepairProblem:
         fraction = settings.stopping.validation_fraction
         train_rows, held_rows = checked_split(clean, fraction, context.seed)
         train, held = clean.subset(train_rows), clean.subset(held_rows)
-        train_bad, held_bad = scenario.split_bad(
-            source,
-            model,
-            train,
-            held,
-            runner.predict,
-            model.torch_view(),
-            fraction,
-            context.seed,
-            reporter,
-        )
+        sampler = Sampler(model, runner.predict, model.torch_view(), context.seed, reporter)
+        train_bad, held_bad = scenario.split_bad(source, train, held, fraction, sampler)
         return cls(
             model,
             scenario,

@@ -325,28 +325,34 @@ class MaskedTrainer:
                 if met or stale >= rule.patience:
                     stopped_early = epoch < training.epochs
                     break
-        average_record, averaged_epochs = None, 0
+        outcome = TrainOutcome(history, kept_epoch, stopped_early, kept=kept, start=start)
         if averager.average is not None:
-            self._restore(averager.average)
-            averaged = validation.measure(self.view, classes, seed)
-            average_record = EpochRecord(
-                training.epochs, None, averaged.accuracy, averaged.bad, averaged.gap
-            )
-            # The average is kept unless the untouched model scores better on validation.
-            if scenario.objective(averaged, start, rule) >= best_score:
-                best_state, kept_epoch, kept = averager.average, training.epochs, averaged
-                averaged_epochs = averager.count
+            best_state = self._judge_average(averager, validation, outcome, best_score, best_state)
         self._restore(best_state)
-        return TrainOutcome(
-            history,
-            kept_epoch,
-            stopped_early,
-            average_record,
-            averaged_epochs,
-            scenario.targets_met(kept, start, rule),
-            kept,
-            start,
-        )
+        assert outcome.kept is not None
+        outcome.targets_met = scenario.targets_met(outcome.kept, start, rule)
+        return outcome
+
+    def _judge_average(
+        self,
+        averager: WeightAverage,
+        validation: ValidationSplit,
+        outcome: TrainOutcome,
+        best_score: float,
+        best_state: list[torch.Tensor],
+    ) -> list[torch.Tensor]:
+        """Measure the averaged weights and keep them unless the untouched model scores
+        better on validation; records both in `outcome` and returns the state to keep."""
+        assert averager.average is not None and outcome.start is not None
+        epochs = self.settings.training.epochs
+        self._restore(averager.average)
+        averaged = validation.measure(self.view, self.model.num_classes, self.seed)
+        outcome.average = EpochRecord(epochs, None, averaged.accuracy, averaged.bad, averaged.gap)
+        score = validation.scenario.objective(averaged, outcome.start, self.settings.stopping)
+        if score < best_score:
+            return best_state
+        outcome.kept_epoch, outcome.kept, outcome.averaged_epochs = epochs, averaged, averager.count
+        return averager.average
 
     def _snapshot(self) -> list[torch.Tensor]:
         return [p.detach().clone() for p in self.trainable]

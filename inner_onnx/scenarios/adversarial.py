@@ -7,19 +7,17 @@ space; repair makes them afresh against the current weights for every batch.
 from __future__ import annotations
 
 from inner_onnx.io.data import Dataset
-from inner_onnx.io.model import OnnxModel
 from inner_onnx.localize.pipeline import LocalizeSettings
 from inner_onnx.localize.routing import RoutingSettings
 from inner_onnx.measure.attacks import generate, input_range
 from inner_onnx.measure.metrics import accuracy
-from inner_onnx.progress import QUIET, Reporter
 from inner_onnx.repair.settings import LossWeights, RepairSettings, StoppingRule, TrainingSettings
 from inner_onnx.scenarios.base import (
     BadSamples,
     BadSource,
     Forward,
     Measurement,
-    Predict,
+    Sampler,
     Scenario,
     clean_measurement,
     kept_behaviour_penalty,
@@ -50,37 +48,25 @@ class Adversarial(Scenario):
             ),
         )
 
-    def bad_samples(
-        self,
-        source: BadSource,
-        model: OnnxModel,
-        clean: Dataset,
-        predict: Predict,
-        forward: Forward,
-        seed: int = 0,
-        reporter: Reporter = QUIET,
-    ) -> BadSamples:
+    def bad_samples(self, source: BadSource, clean: Dataset, sampler: Sampler) -> BadSamples:
         assert source.attack is not None
         clip = input_range(clean.x, source.clip)
-        with reporter.step(f"attack {source.attack}", len(clean)) as advance:
+        with sampler.reporter.step(f"attack {source.attack}", len(clean)) as advance:
             x = generate(
-                source.attack, forward, clean.x, clean.y, clip, seed=seed, progress=advance
+                source.attack,
+                sampler.forward,
+                clean.x,
+                clean.y,
+                clip,
+                seed=sampler.seed,
+                progress=advance,
             )
         return BadSamples(Dataset(x, clean.y.copy(), str(source.attack)), None, source.attack, clip)
 
     def split_bad(
-        self,
-        source: BadSource,
-        model: OnnxModel,
-        train: Dataset,
-        held: Dataset,
-        predict: Predict,
-        forward: Forward,
-        fraction: float,
-        seed: int,
-        reporter: Reporter = QUIET,
+        self, source: BadSource, train: Dataset, held: Dataset, fraction: float, sampler: Sampler
     ) -> tuple[BadSamples, BadSamples]:
-        train_bad = self.bad_samples(source, model, train, predict, forward, seed, reporter)
+        train_bad = self.bad_samples(source, train, sampler)
         # validation attacks its own clean samples afresh at every measurement
         return train_bad, BadSamples(held, None, train_bad.attack, train_bad.clip)
 

@@ -6,19 +6,21 @@ stamped on the clean data with `--trigger SPEC` and `--target-label`.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from inner_onnx.io.data import Dataset, load_npz
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.localize.pipeline import LocalizeSettings
 from inner_onnx.localize.routing import RoutingSettings
 from inner_onnx.measure.metrics import Metrics, accuracy, attack_success_rate
-from inner_onnx.progress import QUIET, Reporter
+from inner_onnx.progress import QUIET
 from inner_onnx.repair.settings import LossWeights, RepairSettings, StoppingRule, TrainingSettings
 from inner_onnx.scenarios.base import (
     BadSamples,
     BadSource,
     Forward,
     Measurement,
-    Predict,
+    Sampler,
     Scenario,
     checked_split,
     clean_measurement,
@@ -53,25 +55,16 @@ class Backdoor(Scenario):
             localize=LocalizeSettings(routing=RoutingSettings(granularity="weight")),
         )
 
-    def bad_samples(
-        self,
-        source: BadSource,
-        model: OnnxModel,
-        clean: Dataset,
-        predict: Predict,
-        forward: Forward,
-        seed: int = 0,
-        reporter: Reporter = QUIET,
-    ) -> BadSamples:
-        given = self._given(source, model)
+    def bad_samples(self, source: BadSource, clean: Dataset, sampler: Sampler) -> BadSamples:
+        given = self._given(source, sampler.model)
         if given is not None:
             target = source.target_label
             if target is None:
-                target = infer_target_label(predict(given.x), given.y)
+                target = infer_target_label(sampler.predict(given.x), given.y)
             return BadSamples(given, target)
         assert source.trigger is not None and source.target_label is not None
         x, y = backdoor_bad_samples(
-            clean.x, clean.y, source.trigger, model.input.layout, source.target_label
+            clean.x, clean.y, source.trigger, sampler.model.input.layout, source.target_label
         )
         return BadSamples(Dataset(x, y, f"{clean.source} + {source.trigger}"), source.target_label)
 
@@ -82,27 +75,18 @@ class Backdoor(Scenario):
         return load_npz(source.bad_path, model) if source.bad_path is not None else None
 
     def split_bad(
-        self,
-        source: BadSource,
-        model: OnnxModel,
-        train: Dataset,
-        held: Dataset,
-        predict: Predict,
-        forward: Forward,
-        fraction: float,
-        seed: int,
-        reporter: Reporter = QUIET,
+        self, source: BadSource, train: Dataset, held: Dataset, fraction: float, sampler: Sampler
     ) -> tuple[BadSamples, BadSamples]:
-        if self._given(source, model) is not None:
-            every = self.bad_samples(source, model, train, predict, forward, seed)
-            train_rows, held_rows = checked_split(every.data, fraction, seed)
+        if self._given(source, sampler.model) is not None:
+            every = self.bad_samples(source, train, sampler)
+            train_rows, held_rows = checked_split(every.data, fraction, sampler.seed)
             return (
                 BadSamples(every.data.subset(train_rows), every.target_label),
                 BadSamples(every.data.subset(held_rows), every.target_label),
             )
         return (
-            self.bad_samples(source, model, train, predict, forward, seed, reporter),
-            self.bad_samples(source, model, held, predict, forward, seed),
+            self.bad_samples(source, train, sampler),
+            self.bad_samples(source, held, replace(sampler, reporter=QUIET)),
         )
 
     def measure(

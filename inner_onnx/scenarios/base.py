@@ -96,6 +96,18 @@ class Measurement:
     bad_kind: str | None = None
 
 
+@dataclass(frozen=True)
+class Sampler:
+    """What making bad samples needs besides their source and the clean data: the model,
+    its onnxruntime predictions, its torch forward function (attacks), a seed, progress."""
+
+    model: OnnxModel
+    predict: Predict
+    forward: Forward
+    seed: int = 0
+    reporter: Reporter = QUIET
+
+
 def predict_labels(forward: Forward, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Class labels from a torch forward function, in batches, without gradients."""
     out = []
@@ -138,30 +150,12 @@ class Scenario(ABC):
         """This scenario's repair defaults, before the user's options."""
 
     @abstractmethod
-    def bad_samples(
-        self,
-        source: BadSource,
-        model: OnnxModel,
-        clean: Dataset,
-        predict: Predict,
-        forward: Forward,
-        seed: int = 0,
-        reporter: Reporter = QUIET,
-    ) -> BadSamples:
-        """Bad samples with their true labels; `predict` runs the model (onnxruntime)."""
+    def bad_samples(self, source: BadSource, clean: Dataset, sampler: Sampler) -> BadSamples:
+        """Bad samples with their true labels."""
 
     @abstractmethod
     def split_bad(
-        self,
-        source: BadSource,
-        model: OnnxModel,
-        train: Dataset,
-        held: Dataset,
-        predict: Predict,
-        forward: Forward,
-        fraction: float,
-        seed: int,
-        reporter: Reporter = QUIET,
+        self, source: BadSource, train: Dataset, held: Dataset, fraction: float, sampler: Sampler
     ) -> tuple[BadSamples, BadSamples]:
         """Bad samples for training and for validation, never sharing a source sample."""
 

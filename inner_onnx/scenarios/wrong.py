@@ -11,16 +11,14 @@ import numpy as np
 
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Dataset
-from inner_onnx.io.model import OnnxModel
 from inner_onnx.measure.metrics import Metrics
-from inner_onnx.progress import QUIET, Reporter
 from inner_onnx.repair.settings import LossWeights, RepairSettings, StoppingRule
 from inner_onnx.scenarios.base import (
     BadSamples,
     BadSource,
     Forward,
     Measurement,
-    Predict,
+    Sampler,
     Scenario,
     checked_split,
     clean_measurement,
@@ -41,17 +39,8 @@ class Wrong(Scenario):
         # The original's outputs are what is wrong here: no distillation toward them.
         return RepairSettings(loss=LossWeights(clean_distillation=0.0))
 
-    def bad_samples(
-        self,
-        source: BadSource,
-        model: OnnxModel,
-        clean: Dataset,
-        predict: Predict,
-        forward: Forward,
-        seed: int = 0,
-        reporter: Reporter = QUIET,
-    ) -> BadSamples:
-        wrong = predict(clean.x) != clean.y
+    def bad_samples(self, source: BadSource, clean: Dataset, sampler: Sampler) -> BadSamples:
+        wrong = sampler.predict(clean.x) != clean.y
         if not wrong.any():
             raise InputError(
                 f"{clean.source}: the model classifies every sample right: nothing to fix"
@@ -59,22 +48,13 @@ class Wrong(Scenario):
         return BadSamples(clean.subset(np.flatnonzero(wrong)), None)
 
     def split_bad(
-        self,
-        source: BadSource,
-        model: OnnxModel,
-        train: Dataset,
-        held: Dataset,
-        predict: Predict,
-        forward: Forward,
-        fraction: float,
-        seed: int,
-        reporter: Reporter = QUIET,
+        self, source: BadSource, train: Dataset, held: Dataset, fraction: float, sampler: Sampler
     ) -> tuple[BadSamples, BadSamples]:
         if source.bad_data is not None:
-            train_rows, _ = checked_split(source.bad_data, fraction, seed)
+            train_rows, _ = checked_split(source.bad_data, fraction, sampler.seed)
             train_bad = BadSamples(source.bad_data.subset(train_rows), None)
         else:
-            train_bad = self.bad_samples(source, model, train, predict, forward, seed, reporter)
+            train_bad = self.bad_samples(source, train, sampler)
         return train_bad, BadSamples(held, None)
 
     def measure(

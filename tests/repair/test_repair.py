@@ -96,20 +96,6 @@ def test_split_is_stratified_and_disjoint() -> None:
     assert np.bincount(labels[held]).tolist() == [4] * 5
 
 
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        ({"scenario": "backdoor"}, "needs --bad or --trigger"),
-        ({"scenario": "nonsense", "bad_path": Path("b.npz")}, "unknown scenario"),
-        ({"scenario": "wrong", "bad_path": Path("b.npz")}, "does not fit"),
-        ({"scenario": None}, "give --bad"),
-    ],
-)
-def test_bad_source_combinations(options: dict, message: str) -> None:
-    with pytest.raises(InputError, match=message):
-        bad_source(**options)
-
-
 def test_too_few_samples_for_a_validation_split() -> None:
     from inner_onnx.io.data import Dataset
 

@@ -7,8 +7,13 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
+from inner_onnx.io.data import Dataset
+from inner_onnx.io.model import OnnxModel
+from inner_onnx.measure.evaluation import EvaluationSet
+from inner_onnx.scenarios import BadSource
 from tests.support.torch_models import TinyTorchCNN, export_torch
 
 PATCH_ROW, PATCH_COL = 3, 6
@@ -57,3 +62,17 @@ def trigger_options(patch: Path) -> list[object]:
     """The backdoor scenario with the fixture model's trigger stamped by the tool."""
     trigger = f"patch:{patch}@{PATCH_ROW},{PATCH_COL}"
     return ["--scenario", "backdoor", "--trigger", trigger, "--target-label", TARGET]
+
+
+def backdoor_problem_inputs() -> tuple[OnnxModel, Dataset, BadSource, EvaluationSet]:
+    """The backdoored model with clean data, triggered samples (true labels) as the bad
+    source, and a held-out evaluation set, for library-level repairs."""
+    model = OnnxModel(onnx.load_from_string(backdoored_model_bytes()))
+    x, y = bar_images(160, seed=11)
+    others = y != TARGET
+    bad = Dataset(stamp_patch(x[others]), y[others], "triggered bars")
+    source = BadSource("backdoor", target_label=TARGET, bad_data=bad)
+    x_eval, y_eval = bar_images(120, seed=12)
+    eval_bad = Dataset(stamp_patch(x_eval[y_eval != TARGET]), y_eval[y_eval != TARGET], "eval")
+    evaluation = EvaluationSet(Dataset(x_eval, y_eval, "eval"), eval_bad, TARGET, name="eval")
+    return model, Dataset(x, y, "bars"), source, evaluation
