@@ -1,8 +1,9 @@
 """The `inner-onnx` application: the Typer app, shared printing helpers, and the entry point
 that maps every failure to one line and an exit status. The commands live one per module.
 
-Exit status: 0 done; 2 bad input or usage (one line on stderr, no traceback);
-1 anything else (one line; INNER_ONNX_DEBUG=1 shows the traceback).
+Exit status: 0 done; 3 a finding the pipeline must act on (repair: targets missed or
+nothing changed); 2 bad input or usage (one line on stderr, no traceback); 1 anything
+else (one line; INNER_ONNX_DEBUG=1 shows the traceback).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ app = typer.Typer(
     "by optimizing only the neurons responsible (INNER).",
 )
 stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def _print_version(value: bool) -> None:
@@ -131,30 +133,29 @@ def _one_line(message: str) -> str:
 
 def main() -> None:
     """Console-script entry: maps every failure to one line and an exit status."""
-    err = Console(stderr=True, soft_wrap=True, highlight=False)
     warnings.formatwarning = lambda message, *_args, **_kw: f"warning: {message}\n"
     try:
         status = app(standalone_mode=False)
     except InputError as exc:
-        err.print(f"error: {_one_line(str(exc))}", markup=False)
+        stderr.print(f"error: {_one_line(str(exc))}", markup=False)
         sys.exit(2)
     except typer.TyperException as exc:
         # Usage errors (unknown option, missing argument, bad value) carry exit status 2;
         # the bare command has already printed its help.
         if exc.format_message():
-            err.print(f"error: {_one_line(exc.format_message())}", markup=False)
+            stderr.print(f"error: {_one_line(exc.format_message())}", markup=False)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        err.print("interrupted", markup=False)
+        stderr.print("interrupted", markup=False)
         sys.exit(130)
     except Exception as exc:
         if os.environ.get("INNER_ONNX_DEBUG"):
             raise
-        err.print(f"internal error: {type(exc).__name__}: {_one_line(str(exc))}", markup=False)
+        stderr.print(f"internal error: {type(exc).__name__}: {_one_line(str(exc))}", markup=False)
         sys.exit(1)
     if status == 130:
         # typer turns Ctrl-C inside a command into a bare exit status 130.
-        err.print("interrupted", markup=False)
+        stderr.print("interrupted", markup=False)
     sys.exit(status if isinstance(status, int) else 0)

@@ -14,6 +14,7 @@ from inner_onnx.cli.app import (
     metrics_rows,
     print_json,
     reporter,
+    stderr,
     stdout,
 )
 from inner_onnx.cli.options import (
@@ -61,12 +62,30 @@ def _print_repair(summary: dict) -> None:
         f"{len(changed['tensors'])} tensors; epochs: {summary['epochs_run']}, {kept}; "
         f"{summary['seconds']:.1f} s"
     )
+    _print_verdict(summary)
+    if summary["output"] is None:
+        stdout.print("[bold yellow]no weight changed: nothing written[/]")
+        return
     stdout.print(
         f"[bold green]repaired model written to {summary['output']}[/] (checked, verified in "
         "onnxruntime)"
     )
     if summary.get("report"):
         stdout.print(f"report: {summary['report']}")
+
+
+def _print_verdict(summary: dict) -> None:
+    met, confidence = summary["targets_met"], summary["targets_confidence"]
+    if met is None:
+        return
+    line = (
+        "validation targets met"
+        if met
+        else "validation targets missed: " + "; ".join(summary["targets_missed"])
+    )
+    if confidence is not None:
+        line += f" (they hold on {100 * confidence:.0f}% of bootstrap resamples)"
+    stdout.print(line, markup=False)
 
 
 def run_repair(
@@ -197,6 +216,18 @@ def repair_command(
         print_json(summary)
     else:
         _print_repair(summary)
+    exit_on_findings(summary)
+
+
+def exit_on_findings(summary: dict) -> None:
+    """Exit status 3 (DESIGN.md): nothing changed, or a verified model that misses its
+    validation targets; one line on stderr says which."""
+    if summary["output"] is None:
+        stderr.print("no weight changed: nothing written", markup=False)
+        raise typer.Exit(3)
+    if summary["targets_met"] is False:
+        stderr.print("targets missed: " + "; ".join(summary["targets_missed"]), markup=False)
+        raise typer.Exit(3)
 
 
 @app.command()
@@ -206,7 +237,8 @@ def demo(
     ] = Path("demo-output"),
     quiet: QuietOpt = False,
 ) -> None:
-    """Repair the bundled backdoored PyTorch sample and show before/after."""
+    """Repair the bundled backdoored PyTorch sample and show before/after (a showcase: exit
+    status 0 whatever the validation verdict, which it prints)."""
     from inner_onnx.io.samples import sample_dir
 
     sample = sample_dir("torch_badnets")

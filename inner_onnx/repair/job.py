@@ -94,9 +94,12 @@ class RepairJob:
             evaluation,
             reporter,
         )
-        write_bytes_atomic(self.output, result.proto.SerializeToString())
+        # A repair that changes no weight hands back the input: nothing is written (exit 3).
+        written = result.changed_count > 0
+        if written:
+            write_bytes_atomic(self.output, result.proto.SerializeToString())
         summary = {
-            "output": str(self.output),
+            "output": str(self.output) if written else None,
             **result.summary(),
             "seconds": round(result.seconds, 2),
         }

@@ -98,8 +98,9 @@ def untrained_outcome(problem: RepairProblem, view: TorchView) -> TrainOutcome:
     start = problem.validation.measure(problem.fresh_view(), classes, seed)
     now = problem.validation.measure(view, classes, seed)
     history = [EpochRecord(0, None, start.accuracy, start.bad, start.gap)]
-    met = problem.scenario.targets_met(now, start, rule)
-    return TrainOutcome(history, 0, False, targets_met=met, kept=now, start=start)
+    outcome = TrainOutcome(history, 0, False, kept=now, start=start)
+    outcome.judge(problem.scenario, rule, seed)
+    return outcome
 
 
 def finish(
@@ -152,4 +153,6 @@ def provenance(result: RepairResult) -> dict[str, object]:
         "before": result.before.to_dict(),
         "after": result.after.to_dict(),
         "targets_met": result.targets_met,
+        "targets_missed": result.outcome.missed,
+        "targets_confidence": result.outcome.confidence,
     }

@@ -51,6 +51,8 @@ class RepairResult:
             "before": self.before.to_dict(),
             "after": self.after.to_dict(),
             "targets_met": self.targets_met,
+            "targets_missed": self.outcome.missed,
+            "targets_confidence": self.outcome.confidence,
             "faults": faults,
             "changed_weights": {
                 "count": self.changed_count,

@@ -65,6 +65,9 @@ class StoppingRule:
     asr_target: float = 0.02
     accuracy_tolerance: float = 0.005
     fairness_tolerance: float = 0.01
+    # adversarial targets: robust accuracy up by this much, clean accuracy within this
+    robust_gain_target: float = 0.30
+    robust_accuracy_tolerance: float = 0.02
 
     def __post_init__(self) -> None:
         if not 0 < self.validation_fraction < 1:

@@ -30,9 +30,20 @@ from inner_onnx.io.data import Dataset
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.localize.probes import LinearProbe
 from inner_onnx.progress import QUIET, Reporter
-from inner_onnx.repair.settings import LossWeights, RepairSettings, TrainingSettings
+from inner_onnx.repair.settings import (
+    LossWeights,
+    RepairSettings,
+    StoppingRule,
+    TrainingSettings,
+)
 from inner_onnx.runtime import pool_activation_torch
-from inner_onnx.scenarios.base import BadSamples, Forward, Measurement, Scenario
+from inner_onnx.scenarios.base import (
+    BadSamples,
+    Forward,
+    Measurement,
+    Scenario,
+    bootstrap_confidence,
+)
 from inner_onnx.torchview import TorchView
 
 KD_TEMPERATURE = 3.0
@@ -66,10 +77,21 @@ class TrainOutcome:
     # and how many epochs the kept weights average (0: one epoch's weights were kept)
     average: EpochRecord | None = None
     averaged_epochs: int = 0
-    # whether the kept weights meet the scenario's validation targets (None: it states none)
+    # whether the kept weights meet the scenario's validation targets (None: it states none),
+    # which ones they miss, and the share of bootstrap resamples of the validation split on
+    # which they hold (how sure the verdict is)
     targets_met: bool | None = None
     kept: Measurement | None = None
     start: Measurement | None = None
+    missed: list[str] | None = None
+    confidence: float | None = None
+
+    def judge(self, scenario: Scenario, rule: StoppingRule, seed: int) -> None:
+        """Fill in the targets verdict of the kept weights."""
+        assert self.kept is not None and self.start is not None
+        self.missed = scenario.missed_targets(self.kept, self.start, rule)
+        self.targets_met = None if self.missed is None else not self.missed
+        self.confidence = bootstrap_confidence(scenario, self.kept, self.start, rule, seed=seed)
 
 
 class ValidationSplit:
@@ -316,7 +338,7 @@ class MaskedTrainer:
                     averager.add(epoch, self._snapshot())
                     continue  # a fixed schedule: the average is judged at the end
                 score = scenario.objective(now, start, rule)
-                met = bool(scenario.targets_met(now, start, rule))
+                met = scenario.stops_when_met and bool(scenario.targets_met(now, start, rule))
                 if score > best_score or met:
                     best_score, kept_epoch, best_state, stale = score, epoch, self._snapshot(), 0
                     kept = now
@@ -329,8 +351,7 @@ class MaskedTrainer:
         if averager.average is not None:
             best_state = self._judge_average(averager, validation, outcome, best_score, best_state)
         self._restore(best_state)
-        assert outcome.kept is not None
-        outcome.targets_met = scenario.targets_met(outcome.kept, start, rule)
+        outcome.judge(scenario, rule, seed)
         return outcome
 
     def _judge_average(

@@ -10,7 +10,6 @@ from inner_onnx.io.data import Dataset
 from inner_onnx.localize.pipeline import LocalizeSettings
 from inner_onnx.localize.routing import RoutingSettings
 from inner_onnx.measure.attacks import generate, input_range
-from inner_onnx.measure.metrics import accuracy
 from inner_onnx.repair.settings import LossWeights, RepairSettings, StoppingRule, TrainingSettings
 from inner_onnx.scenarios.base import (
     BadSamples,
@@ -19,6 +18,7 @@ from inner_onnx.scenarios.base import (
     Measurement,
     Sampler,
     Scenario,
+    accuracy_kept,
     clean_measurement,
     kept_behaviour_penalty,
     predict_labels,
@@ -73,14 +73,27 @@ class Adversarial(Scenario):
     def measure(
         self, forward: Forward, clean: Dataset, bad: BadSamples, num_classes: int, seed: int
     ) -> Measurement:
-        acc, gap, _ = clean_measurement(forward, clean, num_classes)
         x_adv = bad.regenerate(forward, clean.x, clean.y, seed)
-        robust = accuracy(predict_labels(forward, x_adv), clean.y)
-        return Measurement(acc, robust, gap, "robust_accuracy")
+        hits = (predict_labels(forward, x_adv) == clean.y).astype(float)
+        robust = float(hits.mean())
+        return clean_measurement(forward, clean, num_classes, robust, "robust_accuracy", hits)
 
     def objective(self, now: Measurement, start: Measurement, rule: StoppingRule) -> float:
         assert now.bad is not None
         return now.accuracy + now.bad - kept_behaviour_penalty(now, start, rule)
+
+    def missed_targets(
+        self, now: Measurement, start: Measurement, rule: StoppingRule
+    ) -> list[str] | None:
+        assert now.bad is not None and start.bad is not None
+        missed = accuracy_kept(now, start, rule.robust_accuracy_tolerance)
+        gain = now.bad - start.bad
+        if gain < rule.robust_gain_target:
+            missed.append(
+                f"robust accuracy up {100 * gain:.1f} pt, below the "
+                f"{100 * rule.robust_gain_target:.0f} pt target"
+            )
+        return missed
 
     def curve_label(self, has_target: bool) -> str | None:
         return "robust accuracy"

@@ -22,6 +22,7 @@ from inner_onnx.scenarios.base import (
     Measurement,
     Sampler,
     Scenario,
+    accuracy_kept,
     checked_split,
     clean_measurement,
     infer_target_label,
@@ -39,6 +40,7 @@ class Backdoor(Scenario):
     sources = ("--bad", "--trigger")
     bad_metric = "asr"
     bad_metric_higher_is_better = False
+    stops_when_met = True
 
     def default_settings(self) -> RepairSettings:
         # A trigger sits in a few input positions, which whole neurons cannot single out (a
@@ -92,12 +94,14 @@ class Backdoor(Scenario):
     def measure(
         self, forward: Forward, clean: Dataset, bad: BadSamples, num_classes: int, seed: int
     ) -> Measurement:
-        acc, gap, _ = clean_measurement(forward, clean, num_classes)
         bad_pred = predict_labels(forward, bad.data.x)
         if bad.target_label is not None:
             asr = attack_success_rate(bad_pred, bad.data.y, bad.target_label)
-            return Measurement(acc, asr, gap, "asr")
-        return Measurement(acc, accuracy(bad_pred, bad.data.y), gap, "bad_accuracy")
+            hits = (bad_pred == bad.target_label)[bad.data.y != bad.target_label]
+            return clean_measurement(forward, clean, num_classes, asr, "asr", hits.astype(float))
+        hits = (bad_pred == bad.data.y).astype(float)
+        bad_accuracy = accuracy(bad_pred, bad.data.y)
+        return clean_measurement(forward, clean, num_classes, bad_accuracy, "bad_accuracy", hits)
 
     def objective(self, now: Measurement, start: Measurement, rule: StoppingRule) -> float:
         assert now.bad is not None
@@ -105,15 +109,22 @@ class Backdoor(Scenario):
         bad = now.bad if now.bad_kind == "asr" else -now.bad
         return now.accuracy - bad - kept_behaviour_penalty(now, start, rule)
 
-    def targets_met(self, now: Measurement, start: Measurement, rule: StoppingRule) -> bool | None:
-        if now.bad_kind != "asr":
-            return False
-        return (
-            now.bad is not None
-            and now.bad <= rule.asr_target
-            and now.accuracy >= start.accuracy - rule.accuracy_tolerance
-            and now.gap <= start.gap + rule.fairness_tolerance
-        )
+    def missed_targets(
+        self, now: Measurement, start: Measurement, rule: StoppingRule
+    ) -> list[str] | None:
+        if now.bad_kind != "asr" or now.bad is None:
+            return ["no attacker class (--target-label): the ASR target cannot be checked"]
+        missed = []
+        if now.bad > rule.asr_target:
+            missed.append(f"ASR {100 * now.bad:.1f}% above the {100 * rule.asr_target:.1f}% target")
+        missed += accuracy_kept(now, start, rule.accuracy_tolerance)
+        widened = now.gap - start.gap
+        if widened > rule.fairness_tolerance:
+            missed.append(
+                f"fairness gap widened {100 * widened:.1f} pt "
+                f"(tolerance {100 * rule.fairness_tolerance:.1f})"
+            )
+        return missed
 
     def evaluation_bad(self, held_bad: BadSamples) -> Dataset | None:
         return held_bad.data

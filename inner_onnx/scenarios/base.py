@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -86,14 +86,39 @@ class BadSamples:
 
 @dataclass(frozen=True)
 class Measurement:
-    """Validation figures after an epoch: accuracy, the scenario's bad figure, fairness gap.
+    """Validation figures after an epoch: accuracy, the scenario's bad figure, fairness gap,
+    weakest class accuracy.
 
-    `bad_kind` names the bad figure: "asr", "bad_accuracy", "robust_accuracy" or None."""
+    `bad_kind` names the bad figure: "asr", "bad_accuracy", "robust_accuracy" or None. The
+    per-sample outcomes behind the figures are kept so that `resampled` can redo them on a
+    bootstrap sample (the noise estimate of a targets-met verdict)."""
 
     accuracy: float
     bad: float | None
     gap: float
     bad_kind: str | None = None
+    weakest: float | None = None
+    clean_pred: np.ndarray | None = field(default=None, compare=False, repr=False)
+    clean_y: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # per bad sample: 1 where it counts toward `bad` (attack succeeded, or sample right)
+    bad_hits: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # adversarial examples are made from the clean samples: one outcome per clean row
+    bad_per_clean_row: bool = False
+
+    def resampled(self, clean_rows: np.ndarray, bad_rows: np.ndarray | None) -> Measurement:
+        """The same figures on the given rows (with repeats) of the samples measured."""
+        assert self.clean_pred is not None and self.clean_y is not None
+        pred, y = self.clean_pred[clean_rows], self.clean_y[clean_rows]
+        classes = int(max(self.clean_y.max(), pred.max())) + 1
+        per_class = per_class_accuracy(pred, y, classes)
+        bad = self.bad
+        if self.bad_hits is not None:
+            rows = clean_rows if self.bad_per_clean_row else bad_rows
+            bad = float(np.mean(self.bad_hits[rows]))
+        present = [a for a in per_class if a is not None]
+        return Measurement(
+            accuracy(pred, y), bad, fairness_gap(per_class), self.bad_kind, min(present)
+        )
 
 
 @dataclass(frozen=True)
@@ -118,12 +143,60 @@ def predict_labels(forward: Forward, x: np.ndarray, batch_size: int = 512) -> np
 
 
 def clean_measurement(
-    forward: Forward, clean: Dataset, num_classes: int
-) -> tuple[float, float, np.ndarray]:
-    """(accuracy, fairness gap, predictions) on clean data."""
+    forward: Forward,
+    clean: Dataset,
+    num_classes: int,
+    bad: float | None = None,
+    bad_kind: str | None = None,
+    bad_hits: np.ndarray | None = None,
+) -> Measurement:
+    """The clean figures of `forward` on `clean`, with the scenario's bad figure."""
     pred = predict_labels(forward, clean.x)
-    gap = fairness_gap(per_class_accuracy(pred, clean.y, num_classes))
-    return accuracy(pred, clean.y), gap, pred
+    per_class = per_class_accuracy(pred, clean.y, num_classes)
+    present = [a for a in per_class if a is not None]
+    return Measurement(
+        accuracy(pred, clean.y),
+        bad,
+        fairness_gap(per_class),
+        bad_kind,
+        min(present),
+        pred,
+        clean.y,
+        bad_hits,
+        bad_hits is not None and len(bad_hits) == len(clean.y) and bad_kind == "robust_accuracy",
+    )
+
+
+def accuracy_kept(now: Measurement, start: Measurement, tolerance: float) -> list[str]:
+    drop = start.accuracy - now.accuracy
+    if drop > tolerance:
+        return [f"accuracy fell {100 * drop:.1f} pt (tolerance {100 * tolerance:.1f})"]
+    return []
+
+
+def bootstrap_confidence(
+    scenario: Scenario,
+    now: Measurement,
+    start: Measurement,
+    rule: StoppingRule,
+    rounds: int = 200,
+    seed: int = 0,
+) -> float | None:
+    """Share of stratified bootstrap resamples of the validation split on which the targets
+    hold (the same rows for `start` and `now`); None when there is nothing to resample."""
+    if now.clean_y is None or scenario.missed_targets(now, start, rule) is None:
+        return None
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(now.clean_y == c) for c in np.unique(now.clean_y)]
+    bad_count = len(now.bad_hits) if now.bad_hits is not None else 0
+    held = 0
+    for _ in range(rounds):
+        clean_rows = np.concatenate([rng.choice(rows, size=len(rows)) for rows in by_class])
+        bad_rows = rng.integers(bad_count, size=bad_count) if bad_count else None
+        resampled_now = now.resampled(clean_rows, bad_rows)
+        resampled_start = start.resampled(clean_rows, bad_rows)
+        held += not scenario.missed_targets(resampled_now, resampled_start, rule)
+    return held / rounds
 
 
 def kept_behaviour_penalty(now: Measurement, start: Measurement, rule: StoppingRule) -> float:
@@ -169,10 +242,19 @@ class Scenario(ABC):
     def objective(self, now: Measurement, start: Measurement, rule: StoppingRule) -> float:
         """Higher is better; picks the kept epoch and ranks benchmark runs."""
 
-    def targets_met(self, now: Measurement, start: Measurement, rule: StoppingRule) -> bool | None:
-        """Whether the repair reached its targets (None: this scenario states none); training
-        stops as soon as they hold."""
+    # whether training stops as soon as the targets hold (DESIGN.md step 4); otherwise the
+    # verdict is only reported and the objective decides the kept epoch
+    stops_when_met: ClassVar[bool] = False
+
+    def missed_targets(
+        self, now: Measurement, start: Measurement, rule: StoppingRule
+    ) -> list[str] | None:
+        """The validation targets `now` misses, in words (None: this scenario states none)."""
         return None
+
+    def targets_met(self, now: Measurement, start: Measurement, rule: StoppingRule) -> bool | None:
+        missed = self.missed_targets(now, start, rule)
+        return None if missed is None else not missed
 
     def evaluation_bad(self, held_bad: BadSamples) -> Dataset | None:
         """The bad samples an evaluation on the validation split measures (None: none)."""

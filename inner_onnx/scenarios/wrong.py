@@ -20,6 +20,7 @@ from inner_onnx.scenarios.base import (
     Measurement,
     Sampler,
     Scenario,
+    accuracy_kept,
     checked_split,
     clean_measurement,
     kept_behaviour_penalty,
@@ -60,11 +61,21 @@ class Wrong(Scenario):
     def measure(
         self, forward: Forward, clean: Dataset, bad: BadSamples, num_classes: int, seed: int
     ) -> Measurement:
-        acc, gap, _ = clean_measurement(forward, clean, num_classes)
-        return Measurement(acc, None, gap)
+        return clean_measurement(forward, clean, num_classes)
 
     def objective(self, now: Measurement, start: Measurement, rule: StoppingRule) -> float:
         return now.accuracy - now.gap - kept_behaviour_penalty(now, start, rule)
+
+    def missed_targets(
+        self, now: Measurement, start: Measurement, rule: StoppingRule
+    ) -> list[str] | None:
+        missed = accuracy_kept(now, start, 0.0)
+        assert now.weakest is not None and start.weakest is not None
+        if now.weakest <= start.weakest:
+            missed.append(
+                f"weakest class not up ({100 * start.weakest:.1f}% -> {100 * now.weakest:.1f}%)"
+            )
+        return missed
 
     def headline_field(self, before: Metrics) -> str | None:
         return "fairness_gap"

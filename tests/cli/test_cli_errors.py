@@ -678,7 +678,7 @@ def test_inferred_input_range_covers_the_validation_split(ws: Workspace) -> None
     data = save_npz(ws.folder / "d.npz", x=x, y=y)
     args = _repair(ws.model, data, ws.folder, "--scenario", "adversarial", "-q")
     status, _, err = ws.run([*args, "--attack", "fgsm:eps=0.05", "--seed", "0"])
-    assert status == 0, err
+    assert status in (0, 3), err  # 3: a verified model that misses its targets
 
 
 @pytest.mark.parametrize(

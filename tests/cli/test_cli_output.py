@@ -63,6 +63,8 @@ STEPS = {
     "localize": ["activations", "probes", "activations of bad samples", "neuron routing"],
     "repair": ["probes", "neuron routing", "repair epochs"],
 }
+# The short repair of these tests misses its targets: exit 3 and one line on stderr.
+STATUS = {"repair": 3}
 JSON_KEYS = {
     "inspect": {"units", "unsupported_ops", "parity_max_abs_diff"},
     "evaluate": {"accuracy", "robust_accuracy", "per_class_accuracy"},
@@ -76,7 +78,7 @@ def test_json_is_all_of_stdout_and_strict(
     command: str, case: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, out, err = run_cli([*_commands(case, tmp_path)[command], "--json"], capsys)
-    assert status == 0, err
+    assert status == STATUS.get(command, 0), err
     payload = strict_json(out)
     assert JSON_KEYS[command] <= set(payload)
     assert not any(step in out for step in STEPS.get(command, []))
@@ -87,7 +89,7 @@ def test_progress_bars_on_stderr_in_order(
     command: str, case: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, out, err = run_cli(_commands(case, tmp_path)[command], capsys)
-    assert status == 0, err
+    assert status == STATUS.get(command, 0), err
     positions = [err.find(step) for step in STEPS[command]]
     assert -1 not in positions, err
     assert positions == sorted(positions), err
@@ -99,8 +101,9 @@ def test_quiet_silences_stderr(
     command: str, case: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, out, err = run_cli([*_commands(case, tmp_path)[command], "--quiet"], capsys)
-    assert status == 0, err
-    assert err == ""
+    assert status == STATUS.get(command, 0), err
+    # a finding (exit 3) still gets its one line: a pipeline must see why
+    assert err == "" if status == 0 else err.startswith("targets missed: ") and err.count("\n") == 1
     assert out.strip(), "--quiet silences progress, not the result"
 
 

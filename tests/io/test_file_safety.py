@@ -50,14 +50,18 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
     return files
 
 
-def _repair_args(inputs: dict[str, Path], output: Path, *extra: object) -> list[object]:
+def _repair_args(
+    inputs: dict[str, Path], output: Path, *extra: object, scenario: str = "backdoor"
+) -> list[object]:
+    """A short repair that changes weights but misses its targets (exit 3, model written);
+    `scenario="wrong"`: one that changes nothing (exit 3, nothing written)."""
+    source = trigger_options(inputs["patch"]) if scenario == "backdoor" else ["--scenario", "wrong"]
     return [
         "repair",
         inputs["model"],
         "-d",
         inputs["data"],
-        "--scenario",
-        "wrong",
+        *source,
         "--epochs",
         2,
         "-q",
@@ -83,13 +87,10 @@ def _commands(inputs: dict[str, Path], folder: Path) -> dict[str, list[object]]:
         ],
         "evaluate attack": ["evaluate", model, "-d", data, "--attack", "pgd:eps=0.1,steps=2"],
         "localize": ["localize", model, "-d", data, "--scenario", "wrong", "-o", folder / "f.json"],
-        "repair wrong": _repair_args(inputs, folder / "wrong.onnx"),
-        "repair trigger": [
-            *_repair_args(inputs, folder / "trigger.onnx"),
-            *trigger_options(inputs["patch"]),
-        ],
+        "repair wrong": _repair_args(inputs, folder / "wrong.onnx", scenario="wrong"),
+        "repair trigger": _repair_args(inputs, folder / "trigger.onnx"),
         "repair bad file": [
-            *_repair_args(inputs, folder / "bad.onnx"),
+            *_repair_args(inputs, folder / "bad.onnx", scenario="wrong"),
             "--scenario",
             "backdoor",
             "--bad",
@@ -100,14 +101,18 @@ def _commands(inputs: dict[str, Path], folder: Path) -> dict[str, list[object]]:
     }
 
 
+# The short backdoor repair's status: a verified model written, targets missed.
+WRITTEN = 3
+# (exit status, files written): the short repairs miss their targets (3) and still write
+# the verified model; the wrong-prediction repair finds nothing better and writes nothing.
 EXPECTED_OUTPUTS = {
-    "inspect": [],
-    "evaluate": [],
-    "evaluate attack": [],
-    "localize": ["f.json"],
-    "repair wrong": ["wrong.onnx"],
-    "repair trigger": ["trigger.onnx"],
-    "repair bad file": ["bad.onnx"],
+    "inspect": (0, []),
+    "evaluate": (0, []),
+    "evaluate attack": (0, []),
+    "localize": (0, ["f.json"]),
+    "repair wrong": (3, []),
+    "repair trigger": (3, ["trigger.onnx"]),
+    "repair bad file": (3, ["bad.onnx"]),
 }
 
 
@@ -116,11 +121,12 @@ def test_inputs_unchanged_and_only_the_output_written(
     command: str, inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = folder_state(tmp_path)
+    expected_status, expected_files = EXPECTED_OUTPUTS[command]
     status, _, err = run_cli(_commands(inputs, tmp_path)[command], capsys)
-    assert status == 0, err
+    assert status == expected_status, err
     after = folder_state(tmp_path)
     new = sorted(set(after) - set(before))
-    assert new == EXPECTED_OUTPUTS[command], "unexpected files (a temporary file left behind?)"
+    assert new == expected_files, "unexpected files (a temporary file left behind?)"
     assert {name: after[name] for name in before} == before, "an input file changed"
 
 
@@ -129,7 +135,7 @@ def test_repaired_model_loads_and_carries_provenance(
 ) -> None:
     output = tmp_path / "out.onnx"
     status, _, err = run_cli(_repair_args(inputs, output, "--seed", 4), capsys)
-    assert status == 0, err
+    assert status == WRITTEN, err
     repaired = OnnxModel.load(output)
     original = OnnxModel.load(inputs["model"])
     assert [u.name for u in repaired.units] == [u.name for u in original.units]
@@ -161,7 +167,7 @@ def test_output_written_through_a_temporary_file_in_the_target_folder(
 
     monkeypatch.setattr(os, "replace", watching_replace)
     status, _, err = run_cli(_repair_args(inputs, output, "--force"), capsys)
-    assert status == 0, err
+    assert status == WRITTEN, err
     assert len(renames) == 1
     source, target, old_bytes = renames[0]
     assert target.resolve() == output.resolve() and old_bytes == b"the previous model"
@@ -215,7 +221,7 @@ def test_existing_output_replaced_only_with_force(
     assert status == 2 and "--force" in err
     assert output.read_bytes() == b"keep me"
     status, _, err = run_cli([*args, "--force"], capsys)
-    assert status == 0, err
+    assert status == (WRITTEN if command == "repair" else 0), err
     assert output.read_bytes() != b"keep me"
 
 
@@ -241,7 +247,7 @@ def test_forced_output_through_a_link_replaces_the_link_not_its_target(
     output = tmp_path / "out.onnx"
     link(inputs, output)
     status, _, err = run_cli(_repair_args(inputs, output, "--force"), capsys)
-    assert status == 0, err
+    assert status == WRITTEN, err
     assert inputs["model"].read_bytes() == model_bytes
     assert elsewhere.read_bytes() == b"someone else's file"
     assert not output.is_symlink() and output.read_bytes() != model_bytes
@@ -257,7 +263,7 @@ def test_new_output_has_the_permissions_a_plain_write_would_give(
         status, _, err = run_cli(_repair_args(inputs, output), capsys)
     finally:
         os.umask(previous)
-    assert status == 0, err
+    assert status == WRITTEN, err
     assert stat.S_IMODE(output.stat().st_mode) == 0o644
 
 
@@ -282,7 +288,7 @@ def test_external_data_model_gives_a_standalone_output_elsewhere(
     args = _repair_args(inputs, output)
     args[1] = model
     status, _, err = run_cli(args, capsys)
-    assert status == 0, err
+    assert status == WRITTEN, err
     assert folder_state(source) == weights_before
     written = onnx.load(output, load_external_data=False)
     assert all(t.data_location == onnx.TensorProto.DEFAULT for t in written.graph.initializer)

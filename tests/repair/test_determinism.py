@@ -71,7 +71,7 @@ def test_the_fixture_model_has_a_backdoor(
     bad = save_npz(backdoor_case["data"].parent / "bad.npz", x=stamp_patch(x[others]), y=y[others])
     args = ["evaluate", backdoor_case["model"], "-d", backdoor_case["data"], "--bad", bad]
     status, out, err = run_cli([*args, "--target-label", TARGET, "--json"], capsys)
-    assert status == 0, err
+    assert status in (0, 3), err  # 3: targets missed, the model is still written
     metrics = json.loads(out)
     assert metrics["accuracy"] > 0.9 and metrics["asr"] > 0.9
 
@@ -85,7 +85,7 @@ def test_same_seed_gives_byte_identical_repair(
         status, out, err = run_cli(
             [*repair_args(backdoor_case, output), "--seed", 3, "--json"], capsys
         )
-        assert status == 0, err
+        assert status in (0, 3), err  # 3: targets missed, the model is still written
         summaries.append(json.loads(out))
     assert summaries[0]["changed_weights"]["count"] > 0, "the repair changed nothing"
     assert first.read_bytes() == second.read_bytes()
@@ -109,7 +109,7 @@ def test_same_seed_gives_identical_fault_set_in_another_process(
     ]
     args[0] = "localize"
     status, _, err = run_cli([*args, "--seed", 5, "-q"], capsys)
-    assert status == 0, err
+    assert status in (0, 3), err  # 3: targets missed, the model is still written
     args[args.index("-o") + 1] = outputs[1]
     process = subprocess.run(
         [sys.executable, "-m", "inner_onnx", *map(str, args), "--seed", "5", "-q"],
@@ -135,5 +135,5 @@ def test_repair_does_not_depend_on_the_torch_thread_count(
     for threads, output in outputs.items():
         torch.set_num_threads(threads)
         status, _, err = run_cli([*repair_args(backdoor_case, output), "--seed", 3, "-q"], capsys)
-        assert status == 0, err
+        assert status in (0, 3), err  # 3: targets missed, the model is still written
     assert outputs[1].read_bytes() == outputs[2].read_bytes()
