@@ -3,11 +3,13 @@
 Every tensor an op function creates must sit on its inputs' device. The pretend
 device refuses an op that mixes its tensors with CPU ones, as CUDA does, so these
 tests fail when an op creates a tensor without `device=`. Its tensors compute
-with the CPU kernels, so results must equal the CPU view's bit for bit.
+with the CPU kernels, so results must equal the CPU view's bit for bit. A check
+over the op functions' source covers the branches no test input reaches.
 """
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inner_onnx.torchview import TorchView
+from inner_onnx.torchview import TorchView, ops
 from tests.support.conformance import MATCHED, run_case
 from tests.support.pretend_device import PretendDeviceTensor, pretend_device
 from tests.support.torchview_models import batch_for
@@ -24,6 +26,53 @@ from tests.support.torchview_models import batch_for
 SAMPLE_DIRS = sorted(
     p.parent for p in (Path(__file__).resolve().parents[2] / "samples").glob("*/model.onnx")
 )
+
+
+# torch functions that make a tensor from nothing: on the CPU unless given a device.
+_FACTORIES = {"tensor", "as_tensor", "arange", "zeros", "ones", "full", "empty", "eye", "linspace"}
+
+
+def _unplaced_tensors(path: Path) -> list[str]:
+    """Factory calls without `device=`, and `torch.from_numpy(...)` not followed by `.to(...)`.
+
+    Skips the Constant op: it runs once, when the view is built, and its outputs
+    become buffers that move with `view.to(device)`.
+    """
+    tree = ast.parse(path.read_text())
+    moved = {
+        id(node.func.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        if node.func.attr == "to"
+    }
+    at_build_time = {
+        id(node)
+        for function in ast.walk(tree)
+        if isinstance(function, ast.FunctionDef) and function.name == "constant"
+        for node in ast.walk(function)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "torch"
+            and id(node) not in at_build_time
+        ):
+            continue
+        name = node.func.attr
+        unplaced = name in _FACTORIES and not any(k.arg == "device" for k in node.keywords)
+        if unplaced or (name == "from_numpy" and id(node) not in moved):
+            found.append(f"{path.name}:{node.lineno} torch.{name}")
+    return found
+
+
+def test_op_functions_give_every_tensor_they_make_a_device() -> None:
+    """Also covers the branches that no conformance case reaches."""
+    sources = sorted(Path(ops.__file__).parent.glob("*.py"))
+    assert len(sources) >= 4
+    assert [call for path in sources for call in _unplaced_tensors(path)] == []
 
 
 def _sample(directory: Path, count: int = 16) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
