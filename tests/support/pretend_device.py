@@ -86,7 +86,7 @@ class _PretendDeviceMode(TorchDispatchMode):
                 f"{stray.device} tensor of shape {list(stray.shape)} next to {DEVICE} ones"
             )
         target = kwargs.get("device")
-        lands_there = _is_pretend_device(target) or (moved and target is None)
+        lands_there = _is_pretend_device(target) or (bool(moved) and target is None)
         if _is_pretend_device(target):
             kwargs["device"] = torch.device("cpu")
         inners = {id(t.inner): t for t in moved}
