@@ -3,6 +3,12 @@
 The graph is compiled once into a list of steps (op function, input and output
 names, parsed attributes); `forward` walks the steps that the requested
 tensors need, in graph order, over a dict of named tensors.
+
+`view.to(device)` moves every initializer and constant; inputs on that device
+give outputs on it, and `write_back()` copies the values back to the host.
+Ops that use tensor values as shapes or attributes (Reshape's shape, Slice's
+starts, Resize's sizes ...) read those few integers on the host: on a GPU each
+such read waits for the queued kernels.
 """
 
 from __future__ import annotations

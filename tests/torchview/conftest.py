@@ -15,7 +15,8 @@ def any_model(request) -> onnx.ModelProto:
 
 def pytest_terminal_summary(terminalreporter) -> None:
     """One line on the ONNX conformance cases: matched, refused by reason, failed."""
-    from tests.torchview import test_conformance
+    # Imported here: collecting the cases takes seconds that other test runs need not pay.
+    from tests.support.conformance import REFUSED
 
     reports = [
         report
@@ -31,8 +32,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
         case = report.nodeid.rsplit("[", 1)[1].rstrip("]")
         if report.failed:
             failed += 1
-        elif case in test_conformance.REFUSED:
-            reason = test_conformance.REFUSED[case]
+        elif case in REFUSED:
+            reason = REFUSED[case]
             refused[reason] = refused.get(reason, 0) + 1
         else:
             matched += 1

@@ -299,7 +299,7 @@ def _reduce_extreme(function, largest: bool):
             return x
         if x.numel() == 0:
             # The max of an empty set is the type's lowest value (-inf), the min its highest.
-            return _lowest(x.dtype, not largest).expand(_reduced_shape(x, axes, keepdim))
+            return _lowest(x, not largest).expand(_reduced_shape(x, axes, keepdim))
         return function(x, axes, keepdim=keepdim)
 
     return kernel
@@ -311,13 +311,16 @@ def _reduced_shape(x: Tensor, axes: list[int], keepdim: bool) -> list[int]:
     return [n for i, n in enumerate(x.shape) if i not in axes]
 
 
-def _lowest(dtype: torch.dtype, highest: bool):
-    if dtype == torch.bool:
-        return torch.tensor(highest)
-    if dtype.is_floating_point:
-        return torch.tensor(math.inf if highest else -math.inf, dtype=dtype)
-    info = torch.iinfo(dtype)
-    return torch.tensor(info.max if highest else info.min, dtype=dtype)
+def _lowest(x: Tensor, highest: bool) -> Tensor:
+    """The lowest (or highest) value of `x`'s type, as a 0-d tensor next to `x`."""
+    if x.dtype == torch.bool:
+        value: float | bool = highest
+    elif x.dtype.is_floating_point:
+        value = math.inf if highest else -math.inf
+    else:
+        info = torch.iinfo(x.dtype)
+        value = info.max if highest else info.min
+    return torch.tensor(value, dtype=x.dtype, device=x.device)
 
 
 _REDUCE_KERNELS = {

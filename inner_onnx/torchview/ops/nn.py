@@ -209,7 +209,7 @@ def max_pool(
 def _flat_pool_indices(x: Tensor, index: Tensor, storage_order: int) -> Tensor:
     """Torch indexes within each [H, W] plane; ONNX indexes the whole flattened tensor."""
     plane = math.prod(x.shape[2:])
-    planes = torch.arange(x.shape[0] * x.shape[1], dtype=torch.int64).reshape(
+    planes = torch.arange(x.shape[0] * x.shape[1], dtype=torch.int64, device=x.device).reshape(
         x.shape[0], x.shape[1], *([1] * (x.dim() - 2))
     )
     if storage_order:
@@ -257,7 +257,7 @@ def _general_average_pool(x, kernel_shape, strides, dilations, begin, end, ceil_
             extra[i] = max(0, (count - 1) * s + reach - span)
     padded_end = [e + x for e, x in zip(end, extra)]
     channels = x.shape[1]
-    ones_kernel = torch.ones((channels, 1, *kernel_shape), dtype=x.dtype)
+    ones_kernel = torch.ones((channels, 1, *kernel_shape), dtype=x.dtype, device=x.device)
     sums = conv_function(
         F.pad(x, torch_pad_order(begin, padded_end)),
         ones_kernel,
@@ -267,7 +267,7 @@ def _general_average_pool(x, kernel_shape, strides, dilations, begin, end, ceil_
         dilations,
         channels,
     )
-    cells = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype)
+    cells = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype, device=x.device)
     if with_pads:
         cells = F.pad(cells, torch_pad_order(begin, end), value=1.0)
         cells = F.pad(cells, torch_pad_order([0] * len(extra), extra))
@@ -412,4 +412,4 @@ def _inference_dropout(x: Tensor, training_mode: Tensor | None, output_count: in
         raise UnsupportedOpError("Dropout in training mode is not supported (random)")
     if output_count == 1:
         return x
-    return x, torch.ones(x.shape, dtype=torch.bool)
+    return x, torch.ones(x.shape, dtype=torch.bool, device=x.device)

@@ -2,7 +2,9 @@
 
 Every resized axis gets a table of source positions and weights (computed in
 float64 with numpy from the coordinate transformation), and the output is a
-weighted sum of `index_select`s along that axis. Slower than F.interpolate for
+weighted sum of `index_select`s along that axis. The tables depend on shapes
+and attributes only, never on tensor values: they are built on the host and
+copied once to the input's device. Slower than F.interpolate for
 large upsampling, but it covers every coordinate mode and rounding rule.
 """
 
@@ -90,15 +92,19 @@ def _taps(mode: str, coords: np.ndarray, size: int, nearest_mode: str, a: float,
     raise UnsupportedOpError(f"Resize mode={mode!r} is not supported")
 
 
+def _on_device_of(x: Tensor, table: np.ndarray, dtype: torch.dtype | None = None) -> Tensor:
+    return torch.from_numpy(table).to(device=x.device, dtype=dtype)
+
+
 def _resize_axis(x: Tensor, axis: int, positions: np.ndarray, weights: np.ndarray | None):
     if weights is None:
-        return x.index_select(axis, torch.from_numpy(positions[:, 0]))
+        return x.index_select(axis, _on_device_of(x, positions[:, 0]))
     shape = [1] * x.dim()
     shape[axis] = -1
     y = None
     for tap in range(positions.shape[1]):
-        picked = x.index_select(axis, torch.from_numpy(positions[:, tap]))
-        term = picked * torch.from_numpy(weights[:, tap]).to(x.dtype).reshape(shape)
+        picked = x.index_select(axis, _on_device_of(x, positions[:, tap]))
+        term = picked * _on_device_of(x, weights[:, tap], x.dtype).reshape(shape)
         y = term if y is None else y + term
     return y
 
@@ -139,10 +145,11 @@ def resize(
         if crop:
             shape = [1] * x.dim()
             shape[axis] = -1
-            here = torch.from_numpy((coords < 0) | (coords > size - 1)).reshape(shape)
+            here = _on_device_of(x, (coords < 0) | (coords > size - 1)).reshape(shape)
             outside = here if outside is None else outside | here
     if outside is not None:
-        x = torch.where(outside, torch.tensor(extrapolation_value, dtype=x.dtype), x)
+        fill = torch.tensor(extrapolation_value, dtype=x.dtype, device=x.device)
+        x = torch.where(outside, fill, x)
     return x
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -50,18 +49,22 @@ def constant(
 
 @op("ConstantOfShape")
 def constant_of_shape(shape: Tensor, *, value: Tensor | None = None) -> Tensor:
-    fill = value if value is not None else torch.zeros(1, dtype=torch.float32)
-    return torch.full(_ints(shape), fill.reshape(-1)[0].item(), dtype=fill.dtype)
+    if value is None:
+        return torch.zeros(_ints(shape), dtype=torch.float32, device=shape.device)
+    # `value` is an attribute, a CPU tensor: only its scalar and its type are read.
+    return torch.full(
+        _ints(shape), value.reshape(-1)[0].item(), dtype=value.dtype, device=shape.device
+    )
 
 
 @op("Shape", since=1)
 def shape(x: Tensor, *, start: int = 0, end: int | None = None) -> Tensor:
-    return torch.tensor(x.shape[start:end], dtype=torch.int64)
+    return torch.tensor(x.shape[start:end], dtype=torch.int64, device=x.device)
 
 
 @op("Size")
 def size(x: Tensor) -> Tensor:
-    return torch.tensor(x.numel(), dtype=torch.int64)
+    return torch.tensor(x.numel(), dtype=torch.int64, device=x.device)
 
 
 @op("Cast")
@@ -179,7 +182,8 @@ def _slice(x: Tensor, starts, ends, axes, steps) -> Tensor:
         elif step < 0:
             start = min(max(start, 0), dim - 1)
             end = min(max(end, -1), dim - 1)
-            reversed_axes.append((axis, torch.arange(start, end, step, dtype=torch.int64)))
+            positions = torch.arange(start, end, step, dtype=torch.int64, device=x.device)
+            reversed_axes.append((axis, positions))
         else:
             raise UnsupportedOpError("Slice with step 0 is invalid")
     x = x[tuple(index)]
@@ -230,7 +234,9 @@ def gather_nd(data: Tensor, indices: Tensor, *, batch_dims: int = 0) -> Tensor:
     batch = math.prod(data.shape[:batch_dims])
     flat_data = data.reshape(batch, *data.shape[batch_dims:])
     flat_indices = indices.reshape(batch, *indices.shape[batch_dims:])
-    batch_index = torch.arange(batch).reshape(batch, *([1] * (flat_indices.dim() - 2)))
+    batch_index = torch.arange(batch, device=data.device).reshape(
+        batch, *([1] * (flat_indices.dim() - 2))
+    )
     coordinates = [
         _wrap_negative(flat_indices[..., i], flat_data.shape[1 + i]) for i in range(depth)
     ]
@@ -252,7 +258,7 @@ def tile(x: Tensor, repeats: Tensor) -> Tensor:
 def range_(start: Tensor, limit: Tensor, delta: Tensor) -> Tensor:
     first, last, step = start.item(), limit.item(), delta.item()
     count = max(math.ceil((last - first) / step), 0)
-    return start + torch.arange(count, dtype=start.dtype) * delta
+    return start + torch.arange(count, dtype=start.dtype, device=start.device) * delta
 
 
 @op("OneHot")
@@ -261,7 +267,7 @@ def one_hot(indices: Tensor, depth: Tensor, values: Tensor, *, axis: int = -1) -
     index = _wrap_negative(indices, classes).unsqueeze(_axis(axis, indices.dim() + 1))
     shape = [1] * index.dim()
     shape[_axis(axis, index.dim())] = classes
-    hot = torch.arange(classes).reshape(shape) == index
+    hot = torch.arange(classes, device=indices.device).reshape(shape) == index
     return torch.where(hot, values[1], values[0])
 
 
@@ -314,7 +320,7 @@ def scatter_nd(data: Tensor, indices: Tensor, updates: Tensor, *, reduction: str
     depth = indices.shape[-1]
     # Address the first `depth` axes by one linear row index, the rest are slices.
     rows = data.reshape(math.prod(data.shape[:depth]), *data.shape[depth:])
-    linear = torch.zeros(indices.shape[:-1], dtype=torch.int64)
+    linear = torch.zeros(indices.shape[:-1], dtype=torch.int64, device=indices.device)
     for i in range(depth):
         linear = linear * data.shape[i] + _wrap_negative(indices[..., i], data.shape[i])
     linear = linear.reshape(-1)
@@ -365,19 +371,21 @@ def space_to_depth(x: Tensor, *, blocksize: int, mode: str = "DCR") -> Tensor:
 # Pad
 
 
-def _pad_positions(mode: str, size: int, begin: int, end: int) -> np.ndarray:
+def _pad_positions(
+    mode: str, size: int, begin: int, end: int, device: torch.device
+) -> torch.Tensor:
     """Source position of every output position along one axis, for the non-constant modes."""
-    positions = np.arange(-begin, size + end)
+    positions = torch.arange(-begin, size + end, device=device)
     if mode == "edge":
-        return np.clip(positions, 0, size - 1)
+        return torch.clamp(positions, 0, size - 1)
     if mode == "wrap":
-        return np.mod(positions, size)
+        return torch.remainder(positions, size)
     if mode == "reflect":
         if size == 1:
-            return np.zeros_like(positions)
+            return torch.zeros_like(positions)
         period = 2 * (size - 1)
-        folded = np.mod(positions, period)
-        return np.where(folded < size, folded, period - folded)
+        folded = torch.remainder(positions, period)
+        return torch.where(folded < size, folded, period - folded)
     raise UnsupportedOpError(f"Pad mode {mode!r} is not supported")
 
 
@@ -390,8 +398,8 @@ def _pad(x: Tensor, pads: list[int], value: float, mode: str, axes: list[int] | 
         return F.pad(x, torch_pad_order(begin, end), value=value)
     for axis in range(x.dim()):
         if begin[axis] or end[axis]:
-            positions = _pad_positions(mode, x.shape[axis], begin[axis], end[axis])
-            x = x.index_select(axis, torch.from_numpy(positions))
+            positions = _pad_positions(mode, x.shape[axis], begin[axis], end[axis], x.device)
+            x = x.index_select(axis, positions)
     return x
 
 
