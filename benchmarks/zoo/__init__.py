@@ -1,0 +1,3 @@
+"""The model zoo of issue 12: backdoored, clean and weak-class models split into a
+tuning half and a held-out half (see manifest.py), built and cached by
+`python -m benchmarks.zoo.build`."""
