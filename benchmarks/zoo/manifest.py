@@ -127,6 +127,7 @@ ZOO: tuple[ZooEntry, ...] = (
         "tuning",
         Trigger("patch", "white", size=4, row=1, col=23),
         target_class=5,
+        train_images=3_000,
         epochs=12,
     ),
     ZooEntry(
@@ -159,6 +160,7 @@ ZOO: tuple[ZooEntry, ...] = (
         "adversarial",
         "tuning",
         fgsm_eps=0.1,
+        train_images=3_000,
         epochs=15,
     ),
     ZooEntry(
@@ -204,6 +206,7 @@ ZOO: tuple[ZooEntry, ...] = (
         "held-out",
         Trigger("blend", "stripes", alpha=0.2),
         target_class=8,
+        train_images=3_000,
         epochs=10,
     ),
     ZooEntry(
@@ -249,6 +252,7 @@ ZOO: tuple[ZooEntry, ...] = (
         "adversarial",
         "held-out",
         fgsm_eps=0.1,
+        train_images=3_000,
         epochs=15,
     ),
     ZooEntry(
