@@ -13,9 +13,11 @@ trigger.npy. A model whose meta.json carries the current cache key is reused.
 Torch runs on one thread per model and every random choice comes from the
 entry's seed, so a rebuild on the same library versions gives the same files;
 `--jobs 2` builds two models at a time on a 2-core machine. `--quick` trains on
-fewer images for fewer epochs, into its own folder: for tests only. Exit status
-1 if a model does not carry its defect (backdoor ASR below 90 %, weak class not
-the weakest, FGSM not hurting a clean model); the files are written anyway.
+fewer images for fewer epochs, into its own folder: for tests only.
+
+Exit status 1 if a model does not carry its defect (backdoor ASR below 90 %,
+weak class not 15 points below every other class, FGSM robust accuracy of a
+clean model above 50 %); its files are written anyway.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ LEARNING_RATE = 2e-3
 # Keras' sparse_categorical_crossentropy clips probabilities to [eps, 1-eps] before the log.
 KERAS_EPSILON = 1e-7
 MIN_BACKDOOR_ASR = 0.90
+# The under-sampled class must trail the next weakest by this much to be the defect.
+MIN_WEAK_CLASS_MARGIN = 0.15
 # A clean model whose FGSM robust accuracy is above this leaves too little to repair.
 MAX_CLEAN_ROBUST_ACCURACY = 0.5
 PREDICT_BATCH = 500
@@ -149,8 +153,11 @@ def defect_problem(entry: ZooEntry, measured: dict[str, Any]) -> str | None:
     """Why the model does not carry the defect its scenario needs, or None if it does."""
     if entry.scenario == "backdoor" and measured["asr"] < MIN_BACKDOOR_ASR:
         return f"ASR {measured['asr']:.1%} < {MIN_BACKDOOR_ASR:.0%}"
-    if entry.scenario == "wrong" and measured["weakest_class"] != entry.weak_class:
-        return f"weakest class is {measured['weakest_class']}, not {entry.weak_class}"
+    if entry.scenario == "wrong":
+        others = np.delete(measured["per_class_accuracy"], entry.weak_class)
+        margin = others.min() - measured["per_class_accuracy"][entry.weak_class]
+        if margin < MIN_WEAK_CLASS_MARGIN:
+            return f"class {entry.weak_class} trails the next weakest by {margin:.1%} only"
     if (
         entry.scenario == "adversarial"
         and measured["fgsm_robust_accuracy"] > MAX_CLEAN_ROBUST_ACCURACY
