@@ -172,6 +172,10 @@ def test_anomaly_index_follows_the_reference_formula() -> None:
     median, mad = 30.0, 1.4826 * 2.0
     assert anomaly_indices(norms) == pytest.approx([(median - n) / mad for n in norms])
     assert anomaly_indices([1.0, 2.0]) is None
+    logs = np.log(norms)
+    log_mad = 1.4826 * np.median(np.abs(logs - np.median(logs)))
+    expected = (np.median(logs) - logs) / log_mad
+    assert anomaly_indices(norms, log_norms=True) == pytest.approx(expected.tolist())
 
 
 @pytest.mark.parametrize(
