@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -61,7 +61,6 @@ from inner_onnx.progress import QUIET, Reporter
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
-LAYOUTS = ("NCHW", "NHWC", "NC")
 # mad_outlier_detection.py: the MAD of a normal distribution times this is its std.
 CONSISTENCY_CONSTANT = 1.4826
 # visualizer.py: EPSILON = K.epsilon(), keeps arctanh of a mask value of 0 or 1 finite.
@@ -169,7 +168,7 @@ class ScanResult:
     settings: NeuralCleanseSettings
     seconds: float
     input_range: tuple[float, float]
-    budget_exhausted: bool = field(default=False)
+    budget_exhausted: bool = False
 
     @property
     def scanned(self) -> list[int]:
@@ -181,6 +180,19 @@ class ScanResult:
         if trigger is None:
             raise InputError(f"class {target} was not scanned (scanned: {self.scanned})")
         return trigger.stamp(x)
+
+    def bad_samples(
+        self, x: np.ndarray, y: np.ndarray, target: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The repair's bad samples: samples not of class `target`, stamped, with TRUE labels.
+
+        Like `scenarios.triggers.backdoor_bad_samples`: target-class samples are left
+        out, as the trigger cannot mislead them.
+        """
+        keep = np.asarray(y) != target
+        if not keep.any():
+            raise InputError(f"every sample has the target label {target}: nothing to stamp")
+        return self.stamp(x[keep], target), np.asarray(y)[keep].copy()
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready summary (no arrays: the triggers are saved as files by the caller)."""

@@ -94,6 +94,9 @@ def test_stamped_clean_samples_give_high_asr_in_onnxruntime(channels_last: bool)
     assert _onnx_asr("patch", stamped, y, channels_last) >= 0.9
     assert _onnx_asr("patch", x, y, channels_last) < 0.1
     assert result.layout == layout
+    bad_x, bad_y = result.bad_samples(x, y, TARGET)
+    assert TARGET not in bad_y and len(bad_y) == np.sum(y != TARGET)
+    assert _onnx_asr("patch", bad_x, bad_y, channels_last) >= 0.9
 
 
 def test_reversed_trigger_stays_in_the_data_range() -> None:
