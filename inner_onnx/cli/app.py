@@ -32,6 +32,12 @@ stdout = Console(soft_wrap=True)
 ModelArg = Annotated[Path, typer.Argument(help="The ONNX model (never modified).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DataOpt = Annotated[Path, typer.Option("--data", "-d", help=".npz with x (float32) and y (int).")]
+OutputNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output", help="The class-score output (default: the one float [N, C>=2] output)."
+    ),
+]
 
 
 def _print_version(value: bool) -> None:
@@ -75,6 +81,7 @@ def inspect(
     data: Annotated[
         Path | None, typer.Option("--data", "-d", help="Parity on this data, not random.")
     ] = None,
+    output_name: OutputNameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show producer, opsets, inputs/outputs, units, op support and torch-view parity."""
@@ -82,7 +89,7 @@ def inspect(
     from inner_onnx.io.model import OnnxModel
     from inner_onnx.present.summary import describe
 
-    model = OnnxModel.load(model_path)
+    model = OnnxModel.load(model_path, output_name)
     dataset = load_npz(data, model) if data else None
     info = describe(model, dataset)
     if as_json:
@@ -98,6 +105,8 @@ def inspect(
                 f"{kind[:-1]:>6}: {value['name']} {value['shape']} {value['dtype']}"
                 + (f" ({value['layout']})" if "layout" in value else "")
             )
+    candidates = ", ".join(f"{c['name']} ({c['classes']})" for c in info["output_candidates"])
+    stdout.print(f"class scores: {info['class_output']}  (candidates: {candidates})")
     table = Table("unit", "op", "neurons", "parameters", "activation", title="units")
     for unit in model.units:
         table.add_row(unit.name, unit.op, str(unit.neurons), str(unit.parameters), unit.activation)
@@ -185,11 +194,11 @@ def _bad_source(scenario, bad, trigger, attack, target_label, clip):
     )
 
 
-def _load_checked(model_path: Path):
+def _load_checked(model_path: Path, output_name: str | None = None):
     from inner_onnx.io.model import OnnxModel
     from inner_onnx.torchview import check_supported
 
-    model = OnnxModel.load(model_path)
+    model = OnnxModel.load(model_path, output_name)
     check_supported(model.proto)
     return model
 
@@ -219,6 +228,7 @@ def evaluate(
     clip: ClipOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    output_name: OutputNameOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -231,7 +241,11 @@ def evaluate(
     from inner_onnx.measure.evaluation import evaluate as run_evaluation
     from inner_onnx.runtime import Runner
 
-    model = _load_checked(model_path) if attack else OnnxModel.load(model_path)
+    model = (
+        _load_checked(model_path, output_name)
+        if attack
+        else OnnxModel.load(model_path, output_name)
+    )
     spec = parse_attack(attack) if attack else None
     clip_range = parse_clip(clip) if clip else None
     if target_label is not None and not 0 <= target_label < model.num_classes:
@@ -260,7 +274,7 @@ def evaluate(
 def localize(
     model_path: ModelArg,
     data: DataOpt,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Fault set JSON to write.")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="Fault set JSON to write.")],
     bad: BadOpt = None,
     trigger: TriggerOpt = None,
     attack: AttackOpt = None,
@@ -275,6 +289,7 @@ def localize(
     threads: ThreadsOpt = 1,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    output_name: OutputNameOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -288,7 +303,7 @@ def localize(
     from inner_onnx.scenarios.sources import make_bad_samples
     from inner_onnx.torchview import TorchView
 
-    model = _load_checked(model_path)
+    model = _load_checked(model_path, output_name)
     source = _bad_source(scenario, bad, trigger, attack, target_label, clip)
     source.check(model)
     settings = localize_settings_for(
@@ -391,6 +406,7 @@ def run_repair(
     eval_bad=None,
     report_dir=None,
     device="auto",
+    output_name=None,
     force=False,
     quiet=False,
 ) -> dict:
@@ -401,7 +417,7 @@ def run_repair(
     from inner_onnx.measure.evaluation import EvaluationSet
     from inner_onnx.repair.pipeline import repair, settings_for
 
-    model = _load_checked(model_path)
+    model = _load_checked(model_path, output_name)
     source = _bad_source(scenario, bad, trigger, attack, target_label, clip)
     source.check(model)
     settings = settings_for(
@@ -457,7 +473,7 @@ def repair_command(
     model_path: ModelArg,
     data: DataOpt,
     scenario: Annotated[str, typer.Option("--scenario", help="backdoor | adversarial | wrong")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Repaired ONNX model to write.")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="Repaired ONNX model to write.")],
     bad: BadOpt = None,
     trigger: TriggerOpt = None,
     attack: AttackOpt = None,
@@ -494,6 +510,7 @@ def repair_command(
         Path | None, typer.Option("--report", help="Write report.html and report.json here.")
     ] = None,
     device: DeviceOpt = "auto",
+    output_name: OutputNameOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -522,6 +539,7 @@ def repair_command(
         eval_bad=eval_bad,
         report_dir=report,
         device=device,
+        output_name=output_name,
         force=force,
         quiet=quiet or as_json,
     )

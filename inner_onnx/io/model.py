@@ -9,6 +9,7 @@ external-data reference out of the model's folder.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,14 +86,21 @@ class InputSpec:
 class OnnxModel:
     """A validated ONNX classifier with its units and input/output description."""
 
-    def __init__(self, proto: onnx.ModelProto, path: Path | None = None, sha256: str = ""):
+    def __init__(
+        self,
+        proto: onnx.ModelProto,
+        path: Path | None = None,
+        sha256: str = "",
+        output: str | None = None,
+    ):
+        """`output` names the class-score output; see `class_output` for the default."""
         self.proto = proto
         self.path = path
         self.sha256 = sha256 or hashlib.sha256(proto.SerializeToString()).hexdigest()
         graph = proto.graph
         self.initializers = {init.name: init for init in graph.initializer}
         self.input = _input_spec(graph, self.initializers)
-        self.output_name, self.num_classes = _class_output(graph)
+        self.output_name, self.num_classes = class_output(graph, output)
         self.logits_name = _logits_name(graph, self.output_name)
         self.units = find_units(graph, self.initializers)
         if not self.units:
@@ -102,11 +110,16 @@ class OnnxModel:
             )
 
     @classmethod
-    def load(cls, path: str | Path) -> OnnxModel:
+    def load(cls, path: str | Path, output: str | None = None) -> OnnxModel:
+        """Read, check and describe the model at `path`; `output` names the class scores."""
         path = Path(path)
         raw = read_model_bytes(path)
         proto = parse_model(raw, path)
-        return cls(proto, path, hashlib.sha256(raw).hexdigest())
+        return cls(proto, path, hashlib.sha256(raw).hexdigest(), output)
+
+    def with_proto(self, proto: onnx.ModelProto) -> OnnxModel:
+        """The same model with other weights (a repair's result): same class output."""
+        return OnnxModel(proto, self.path, output=self.output_name)
 
     @property
     def opsets(self) -> dict[str, int]:
@@ -244,16 +257,60 @@ def _layout(graph: onnx.GraphProto, input_name: str, shape: tuple[int | None, ..
     return "NCHW"
 
 
-def _class_output(graph: onnx.GraphProto) -> tuple[str, int]:
+# Output names taken as the class scores when several outputs qualify (see `class_output`).
+SCORE_NAMES = frozenset({"logits", "scores", "probabilities"})
+
+
+def output_candidates(graph: onnx.GraphProto) -> list[tuple[str, int]]:
+    """(name, classes) of every graph output that can be class scores: float [N, C >= 2]."""
+    candidates = []
     for value in graph.output:
-        tensor_type = value.type.tensor_type
         shape = _dims(value)
-        if tensor_type.elem_type in FLOAT_TYPES and len(shape) == 2 and (shape[1] or 0) >= 2:
-            return value.name, int(shape[1])  # type: ignore[arg-type]
-    described = ", ".join(f"{v.name}{list(_dims(v))}" for v in graph.output)
+        floating = value.type.tensor_type.elem_type in FLOAT_TYPES
+        if floating and len(shape) == 2 and (shape[1] or 0) >= 2:
+            candidates.append((value.name, int(shape[1])))  # type: ignore[arg-type]
+    return candidates
+
+
+def _score_named(name: str) -> bool:
+    return bool(SCORE_NAMES.intersection(re.split(r"[^a-z0-9]+", name.lower())))
+
+
+def class_output(graph: onnx.GraphProto, output: str | None = None) -> tuple[str, int]:
+    """The class-score output and its class count.
+
+    `output` given: that output, which must be float [N, C >= 2]. Otherwise the
+    single output of that kind; with several, the one whose name has the word
+    `logits`, `scores` or `probabilities` in it (split at non-alphanumerics:
+    `logits`, `output_probabilities`, `head/scores:0`) if exactly one has.
+    Anything else is refused with the list of candidates, never guessed.
+    """
+    candidates = output_candidates(graph)
+    listed = ", ".join(f"{name} [N, {classes}]" for name, classes in candidates) or "none"
+    if output is not None:
+        chosen = [c for c in candidates if c[0] == output]
+        if chosen:
+            return chosen[0]
+        if output in {v.name for v in graph.output}:
+            raise InputError(
+                f"--output {output!r} is not class scores (need a float [N, classes] output, "
+                f"classes >= 2); candidates: {listed}"
+            )
+        raise InputError(f"--output {output!r}: the model has no such output; candidates: {listed}")
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        described = ", ".join(f"{v.name}{list(_dims(v))}" for v in graph.output)
+        raise InputError(
+            f"model output is not class scores (need a float [N, classes] output, classes >= 2; "
+            f"got {described})"
+        )
+    named = [c for c in candidates if _score_named(c[0])]
+    if len(named) == 1:
+        return named[0]
     raise InputError(
-        f"model output is not class scores (need a float [N, classes] output, classes >= 2; "
-        f"got {described})"
+        f"model has {len(candidates)} outputs that could be class scores ({listed}): "
+        "name one with --output NAME"
     )
 
 

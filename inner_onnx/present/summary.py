@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 
 from inner_onnx.io.data import Dataset
-from inner_onnx.io.model import OnnxModel
+from inner_onnx.io.model import OnnxModel, output_candidates
 from inner_onnx.torchview.graph import graph_inputs
 
 
@@ -50,6 +50,10 @@ def describe(model: OnnxModel, data: Dataset | None = None) -> dict[str, object]
         "opsets": model.opsets,
         "inputs": [dict(_value_info(v), layout=model.input.layout) for v in inputs],
         "outputs": [_value_info(v) for v in graph.output],
+        "output_candidates": [
+            {"name": name, "classes": classes} for name, classes in output_candidates(graph)
+        ],
+        "class_output": model.output_name,
         "num_classes": model.num_classes,
         "units": [u.to_dict() for u in model.units],
         "unit_parameters": sum(u.parameters for u in model.units),
