@@ -19,7 +19,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from inner_onnx.errors import InputError
-from inner_onnx.torchview.graph import FLOAT_TYPES, graph_inputs, node_names
+from inner_onnx.torchview.graph import FLOAT_TYPES, constant_weights, graph_inputs, node_names
 
 UNIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Element-wise activations whose output is taken as the unit's activation.
@@ -47,7 +47,7 @@ ACTIVATION_OPS = frozenset(
 
 @dataclass(frozen=True)
 class Unit:
-    """A node with a weight initializer; its neurons are its output channels."""
+    """A node with a constant weight (initializer or Constant node); neurons: output channels."""
 
     name: str
     op: str
@@ -98,14 +98,18 @@ class OnnxModel:
         self.path = path
         self.sha256 = sha256 or hashlib.sha256(proto.SerializeToString()).hexdigest()
         graph = proto.graph
+        # Constant tensors by name: the initializers, and the float values of Constant nodes
+        # (by their output name), which older exporters use for weights.
         self.initializers = {init.name: init for init in graph.initializer}
+        self.initializers.update(constant_weights(graph))
         self.input = _input_spec(graph, self.initializers)
         self.output_name, self.num_classes = class_output(graph, output)
         self.logits_name = _logits_name(graph, self.output_name)
         self.units = find_units(graph, self.initializers)
         if not self.units:
             raise InputError(
-                "model has no weight initializers in Conv/ConvTranspose/Gemm/MatMul nodes: "
+                "model has no weight initializers (nor Constant-node weights) in "
+                "Conv/ConvTranspose/Gemm/MatMul nodes: "
                 "nothing to repair"
             )
 
