@@ -372,7 +372,7 @@ def find_units(graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]
         if node.op_type in ("Conv", "ConvTranspose", "Gemm") and len(node.input) > 2:
             candidate = initializers.get(node.input[2])
             if _is_float(candidate) and int(np.prod(candidate.dims)) == neurons:
-                bias = candidate.name
+                bias = node.input[2]
         output = node.output[0]
         if node.op_type == "MatMul":
             bias, output = _matmul_bias(output, neurons, consumers, initializers, outputs, bias)
@@ -382,7 +382,15 @@ def find_units(graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]
         )
         units.append(
             Unit(
-                name, node.op_type, weight.name, bias, axis, neurons, parameters, output, activation
+                name,
+                node.op_type,
+                node.input[1],
+                bias,
+                axis,
+                neurons,
+                parameters,
+                output,
+                activation,
             )
         )
     return units
@@ -430,5 +438,5 @@ def _matmul_bias(
     other = add.input[1] if add.input[0] == output else add.input[0]
     candidate = initializers.get(other)
     if _is_float(candidate) and int(np.prod(candidate.dims)) == neurons:
-        return candidate.name, add.output[0]
+        return other, add.output[0]
     return bias, output

@@ -47,7 +47,8 @@ def constant_matmul_mlp(seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
 
     def constant(name: str, array: np.ndarray) -> onnx.NodeProto:
-        tensor = numpy_helper.from_array(array.astype(np.float32), name)
+        # unnamed tensors, as some exporters write them: the Constant's output names the weight
+        tensor = numpy_helper.from_array(array.astype(np.float32))
         return helper.make_node("Constant", [], [name], value=tensor)
 
     nodes = [
