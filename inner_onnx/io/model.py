@@ -57,7 +57,10 @@ class Unit:
     neurons: int
     parameters: int
     output: str
+    # The tensor read as the unit's activation (its output when no activation follows) ...
     activation: str
+    # ... and the op that computes it (Relu, Gelu, ...), None when no activation follows.
+    activation_op: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -67,7 +70,8 @@ class Unit:
             "bias": self.bias,
             "neurons": self.neurons,
             "parameters": self.parameters,
-            "activation": self.activation,
+            "activation": self.activation_op,
+            "activation_tensor": self.activation,
         }
 
 
@@ -98,10 +102,7 @@ class OnnxModel:
         self.path = path
         self.sha256 = sha256 or hashlib.sha256(proto.SerializeToString()).hexdigest()
         graph = proto.graph
-        # Constant tensors by name: the initializers, and the float values of Constant nodes
-        # (by their output name), which older exporters use for weights.
-        self.initializers = {init.name: init for init in graph.initializer}
-        self.initializers.update(constant_weights(graph))
+        self.initializers = model_weights(graph)
         self.input = _input_spec(graph, self.initializers)
         self.output_name, self.num_classes = class_output(graph, output)
         self.logits_name = _logits_name(graph, self.output_name)
@@ -219,6 +220,24 @@ def _load_external_data(proto: onnx.ModelProto, base_dir: Path) -> None:
 def _dims(value: onnx.ValueInfoProto) -> tuple[int | None, ...]:
     dims = value.type.tensor_type.shape.dim
     return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
+
+
+def model_weights(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    """Constant tensors by name: the initializers, and the float values of Constant nodes
+    (by their output name), which older exporters use for weights."""
+    weights = {init.name: init for init in graph.initializer}
+    weights.update(constant_weights(graph))
+    return weights
+
+
+def input_specs(graph: onnx.GraphProto, initializers: dict) -> list[InputSpec]:
+    """Every real graph input as it is, whatever its type (what `inspect` shows)."""
+    specs = []
+    for value in graph_inputs(graph, initializers):
+        shape = _dims(value)
+        elem_type = value.type.tensor_type.elem_type
+        specs.append(InputSpec(value.name, shape, elem_type, _layout(graph, value.name, shape)))
+    return specs
 
 
 def _input_spec(graph: onnx.GraphProto, initializers: dict) -> InputSpec:
@@ -376,7 +395,7 @@ def find_units(graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]
         output = node.output[0]
         if node.op_type == "MatMul":
             bias, output = _matmul_bias(output, neurons, consumers, initializers, outputs, bias)
-        activation = _activation_after(output, consumers, initializers, outputs)
+        activation, activation_op = _activation_after(output, consumers, initializers, outputs)
         parameters = int(np.prod(dims)) + (
             int(np.prod(initializers[bias].dims)) if bias is not None else 0
         )
@@ -391,6 +410,7 @@ def find_units(graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]
                 parameters,
                 output,
                 activation,
+                activation_op,
             )
         )
     return units
@@ -401,10 +421,10 @@ def _activation_after(
     consumers: dict[str, list[onnx.NodeProto]],
     initializers: dict[str, onnx.TensorProto],
     graph_outputs: set[str],
-) -> str:
-    """The unit's activation tensor: past per-channel affine nodes (a BatchNormalization, or
-    the Mul/Add pair a folded one becomes in Keras and tf2onnx graphs) to the element-wise
-    activation after them; the unit's own output when no activation follows."""
+) -> tuple[str, str | None]:
+    """The unit's activation tensor and op: past per-channel affine nodes (a BatchNormalization,
+    or the Mul/Add pair a folded one becomes in Keras and tf2onnx graphs) to the element-wise
+    activation after them; the unit's own output and None when no activation follows."""
     tensor = output
     while tensor not in graph_outputs:
         followers = consumers.get(tensor, [])
@@ -412,14 +432,14 @@ def _activation_after(
             break
         node = followers[0]
         if node.op_type in ACTIVATION_OPS:
-            return node.output[0]
+            return node.output[0], node.op_type
         constant_operand = node.op_type in ("Mul", "Add") and any(
             name in initializers for name in node.input if name != tensor
         )
         if node.op_type != "BatchNormalization" and not constant_operand:
             break
         tensor = node.output[0]
-    return output
+    return output, None
 
 
 def _matmul_bias(
