@@ -145,6 +145,11 @@ def pool_activation_torch(tensor: torch.Tensor, unit: Unit) -> torch.Tensor:
     return tensor.mean(dim=axes) if axes else tensor
 
 
+def _one_row_per_sample(one: Sequence[int], two: Sequence[int]) -> bool:
+    """Shapes of an activation for one and for two samples: is axis 0 the batch, alone?"""
+    return len(one) == len(two) >= 2 and (one[0], two[0]) == (1, 2) and one[1:] == two[1:]
+
+
 @dataclass
 class Capture:
     """One pass over the inputs: class scores and pooled unit activations."""
@@ -190,7 +195,7 @@ class Runner:
         check_layout(x.shape, dataclasses.replace(spec, shape=(None, *spec.shape[1:])), "input")
         graph_outputs = {value.name for value in self.model.proto.graph.output}
         session = self.session([name for name in names if name not in graph_outputs])
-        input_name, dtype = spec.name, spec.numpy_dtype
+        dtype = spec.numpy_dtype
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
         fixed = self.fixed_batch
@@ -202,15 +207,45 @@ class Runner:
             if fixed and count < fixed:
                 padding = np.zeros((fixed - count, *batch.shape[1:]), dtype=dtype)
                 batch = np.concatenate([batch, padding])
-            try:
-                outputs = session.run(list(names), {input_name: batch})
-            except (OrtFail, OrtInvalidArgument) as exc:
-                first = str(exc).strip().splitlines()[0]
-                raise InputError(
-                    f"onnxruntime cannot run the model on inputs of shape "
-                    f"[N, {', '.join(map(str, x.shape[1:]))}]: {first}"
-                ) from None
+            outputs = self._run(session, names, batch)
             yield rows, [output[:count] for output in outputs]
+
+    def _run(
+        self, session: ort.InferenceSession, names: Sequence[str], batch: np.ndarray
+    ) -> list[np.ndarray]:
+        try:
+            return session.run(list(names), {self.model.input.name: batch})
+        except (OrtFail, OrtInvalidArgument) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise InputError(
+                f"onnxruntime cannot run the model on inputs of shape "
+                f"[N, {', '.join(map(str, batch.shape[1:]))}]: {first}"
+            ) from None
+
+    def batch_first_units(self, x: np.ndarray, units: Sequence[Unit]) -> list[Unit]:
+        """The units whose activation keeps one row per sample on axis 0 ([N, ..., C]).
+
+        Exporters may run attention sequence-first ([tokens, N, C]) or fold the
+        tokens into the batch ([tokens * N, C]); such an activation has no row
+        per sample to pool, probe or index, so those units are left out. Found
+        by running one and then two samples: only axis 0 may change, from 1 to 2.
+        A graph with a fixed batch size cannot show it and is taken as it is.
+        """
+        if self.fixed_batch or len(x) < 2:
+            return list(units)
+        names = list(dict.fromkeys(unit.activation for unit in units))
+        graph_outputs = {value.name for value in self.model.proto.graph.output}
+        session = self.session([name for name in names if name not in graph_outputs])
+        dtype = self.model.input.numpy_dtype
+        one, two = (
+            dict(zip(names, (o.shape for o in self._run(session, names, x[:k].astype(dtype)))))
+            for k in (1, 2)
+        )
+        return [
+            unit
+            for unit in units
+            if _one_row_per_sample(one[unit.activation], two[unit.activation])
+        ]
 
     def capture(
         self,
