@@ -31,7 +31,10 @@ stdout = Console(soft_wrap=True)
 
 ModelArg = Annotated[Path, typer.Argument(help="The ONNX model (never modified).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-DataOpt = Annotated[Path, typer.Option("--data", "-d", help=".npz with x (float32) and y (int).")]
+DataOpt = Annotated[
+    Path,
+    typer.Option("--data", "-d", help=".npz: an array per model input (or x) and y (int)."),
+]
 OutputNameOpt = Annotated[
     str | None,
     typer.Option(
@@ -207,6 +210,7 @@ def _load_checked(model_path: Path, output_name: str | None = None):
     from inner_onnx.torchview import check_supported
 
     model = OnnxModel.load(model_path, output_name)
+    model.check_repairable()
     check_supported(model.proto)
     return model
 

@@ -1,9 +1,10 @@
 """Load an ONNX classifier safely and describe it: input spec, output, units.
 
 Everything downstream (runtime, torch view, probes, repair) works from an
-`OnnxModel`. Loading refuses, with one line, anything that is not a
-single-input float classifier with weight initializers, and never follows an
-external-data reference out of the model's folder.
+`OnnxModel`. Loading refuses, with one line, anything that has no class-score
+output, and never follows an external-data reference out of the model's
+folder; `check_repairable` refuses what localize and repair cannot work on (not
+a single float input, no weights).
 """
 
 from __future__ import annotations
@@ -84,7 +85,13 @@ class InputSpec:
 
     @property
     def numpy_dtype(self) -> np.dtype:
-        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.elem_type))
+        try:
+            return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.elem_type))
+        except (KeyError, TypeError, ValueError):
+            type_name = onnx.TensorProto.DataType.Name(self.elem_type)
+            raise InputError(
+                f"model input {self.name!r} is {type_name}, which numpy data cannot feed"
+            ) from None
 
 
 class OnnxModel:
@@ -103,15 +110,29 @@ class OnnxModel:
         self.sha256 = sha256 or hashlib.sha256(proto.SerializeToString()).hexdigest()
         graph = proto.graph
         self.initializers = model_weights(graph)
-        self.input = _input_spec(graph, self.initializers)
+        # Every real input, whatever its type: evaluating runs any model onnxruntime runs.
+        self.inputs = input_specs(graph, self.initializers)
+        if any(
+            not value.type.HasField("tensor_type")
+            for value in graph_inputs(graph, self.initializers)
+        ):
+            raise InputError("a model input is not a tensor (a sequence or map): not supported")
         self.output_name, self.num_classes = class_output(graph, output)
         self.logits_name = _logits_name(graph, self.output_name)
         self.units = find_units(graph, self.initializers)
+
+    @property
+    def input(self) -> InputSpec:
+        """The one float input that repair, attacks and the probes differentiate through."""
+        return _single_float_input(self.inputs)
+
+    def check_repairable(self) -> None:
+        """Refuse, in one line, what localize and repair cannot work on."""
+        _single_float_input(self.inputs)
         if not self.units:
             raise InputError(
                 "model has no weight initializers (nor Constant-node weights) in "
-                "Conv/ConvTranspose/Gemm/MatMul nodes: "
-                "nothing to repair"
+                "Conv/ConvTranspose/Gemm/MatMul nodes: nothing to repair"
             )
 
     @classmethod
@@ -240,25 +261,20 @@ def input_specs(graph: onnx.GraphProto, initializers: dict) -> list[InputSpec]:
     return specs
 
 
-def _input_spec(graph: onnx.GraphProto, initializers: dict) -> InputSpec:
-    inputs = graph_inputs(graph, initializers)
-    if len(inputs) != 1:
-        names = ", ".join(vi.name for vi in inputs) or "none"
+def _single_float_input(specs: list[InputSpec]) -> InputSpec:
+    if len(specs) != 1:
+        names = ", ".join(spec.name for spec in specs) or "none"
         raise InputError(
-            f"model has {len(inputs)} inputs ({names}); inner-onnx repairs single-input classifiers"
+            f"model has {len(specs)} inputs ({names}); inner-onnx repairs single-input classifiers"
         )
-    value = inputs[0]
-    if not value.type.HasField("tensor_type"):
-        raise InputError(f"model input {value.name!r} is not a tensor")
-    elem_type = value.type.tensor_type.elem_type
-    if elem_type not in FLOAT_TYPES:
-        type_name = onnx.TensorProto.DataType.Name(elem_type)
+    spec = specs[0]
+    if spec.elem_type not in FLOAT_TYPES:
+        type_name = onnx.TensorProto.DataType.Name(spec.elem_type)
         raise InputError(
-            f"model input {value.name!r} is {type_name}; inner-onnx needs a float input "
+            f"model input {spec.name!r} is {type_name}; inner-onnx needs a float input "
             "(the gradients of repair and attacks flow through it)"
         )
-    shape = _dims(value)
-    return InputSpec(value.name, shape, elem_type, _layout(graph, value.name, shape))
+    return spec
 
 
 def _layout(graph: onnx.GraphProto, input_name: str, shape: tuple[int | None, ...]) -> str:

@@ -14,9 +14,8 @@ import numpy as np
 import onnx
 
 from inner_onnx.errors import InputError
-from inner_onnx.io.data import Dataset, load_npz
+from inner_onnx.io.data import Dataset, Inputs, load_npz
 from inner_onnx.io.model import (
-    InputSpec,
     OnnxModel,
     class_output,
     find_units,
@@ -43,14 +42,16 @@ def _value_info(value: onnx.ValueInfoProto) -> dict[str, object]:
     }
 
 
-def random_batch(model: OnnxModel, batch: int = 8, seed: int = 0) -> np.ndarray:
-    """A batch drawn uniformly in [0, 1) to the input's shape (dynamic dims: batch, else 1)."""
-    shape = [batch] + [d or 1 for d in model.input.shape[1:]]
-    return np.random.default_rng(seed).random(shape).astype(model.input.numpy_dtype)
-
-
-def _unknown_dims(spec: InputSpec) -> bool:
-    return any(d is None for d in spec.shape[1:])
+def random_batch(model: OnnxModel, batch: int = 8, seed: int = 0) -> np.ndarray | Inputs:
+    """Inputs drawn to the inputs' shapes (unknown dims: `batch`, else 1): floats uniform in
+    [0, 1), integers (token ids, masks) 0 or 1."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for spec in model.inputs:
+        shape = [batch] + [d or 1 for d in spec.shape[1:]]
+        values = rng.random(shape) if spec.numpy_dtype.kind == "f" else rng.integers(0, 2, shape)
+        arrays[spec.name] = values.astype(spec.numpy_dtype)
+    return Inputs(arrays) if len(arrays) > 1 else next(iter(arrays.values()))
 
 
 def _parity(model: OnnxModel, data: Dataset | None) -> tuple[float | None, str | None]:
@@ -64,11 +65,12 @@ def _parity(model: OnnxModel, data: Dataset | None) -> tuple[float | None, str |
         if data is not None and isinstance(exc, InputError):
             raise  # the user's data does not fit the model: theirs to fix
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if data is None and _unknown_dims(model.input):
+        unknown = [spec for spec in model.inputs if any(d is None for d in spec.shape[1:])]
+        if data is None and unknown:
             # The guessed size (1 for each unknown dim) is the likely culprit, not the model.
-            dims = ["N", *(str(d or "?") for d in model.input.shape[1:])]
+            dims = ["N", *(str(d or "?") for d in unknown[0].shape[1:])]
             raise InputError(
-                f"input {model.input.name!r} has unknown dims [{', '.join(dims)}] and the model "
+                f"input {unknown[0].name!r} has unknown dims [{', '.join(dims)}] and the model "
                 "does not run at a guessed size: give -d DATA.npz so the shapes are known"
             ) from None
         return None, first
@@ -92,6 +94,7 @@ def inspect_file(
     model: OnnxModel | None = None
     try:
         model = OnnxModel(proto, path, sha256, output)
+        model.check_repairable()
     except InputError as exc:
         problems.append(str(exc))
     dataset = load_npz(data, model) if data is not None else None

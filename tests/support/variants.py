@@ -101,3 +101,42 @@ def dynamic_spatial_cnn() -> onnx.ModelProto:
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def token_classifier(seed: int = 0) -> onnx.ModelProto:
+    """Text-model inputs: int64 `input_ids` and `attention_mask` [N, 6] -> masked mean of
+    a [10, 8] embedding -> Gemm -> logits [N, 3]."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["embedded"]),
+        helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["mask", "last"], ["mask3"]),
+        helper.make_node("Mul", ["embedded", "mask3"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "tokens"], ["summed"], keepdims=0),
+        helper.make_node("ReduceSum", ["mask", "tokens"], ["count"], keepdims=1),
+        helper.make_node("Max", ["count", "one"], ["safe_count"]),
+        helper.make_node("Div", ["summed", "safe_count"], ["mean"]),
+        helper.make_node("Gemm", ["mean", "fc.w", "fc.b"], ["logits"], transB=1),
+    ]
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(10, 8)).astype(np.float32), "table"),
+        numpy_helper.from_array(np.array([-1], np.int64), "last"),
+        numpy_helper.from_array(np.array([1], np.int64), "tokens"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+        numpy_helper.from_array(rng.normal(size=(3, 8)).astype(np.float32), "fc.w"),
+        numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "fc.b"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "token_classifier",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", 6]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["N", 6]),
+        ],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
