@@ -23,9 +23,11 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OrtFail
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidGraph as OrtInvalidGraph
+from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
 
 from inner_onnx.errors import InputError
-from inner_onnx.io.data import check_layout
+from inner_onnx.io.data import Inputs, check_layout
 from inner_onnx.io.model import OnnxModel, Unit
 
 if TYPE_CHECKING:
@@ -37,6 +39,8 @@ CPU = "CPUExecutionProvider"
 ERROR_LOGS_ONLY = 4
 
 Progress = Callable[[int], None]
+# The samples to run: one array for a single-input model, else the arrays by input name.
+Batch = np.ndarray | Inputs
 
 
 class DeviceFallbackWarning(UserWarning):
@@ -90,7 +94,12 @@ def _extra_outputs_suffix(proto: onnx.ModelProto, extra_outputs: Sequence[str]) 
 
 
 def _session(model_bytes: bytes, providers: list[str]) -> ort.InferenceSession:
-    return ort.InferenceSession(model_bytes, session_options(), providers=providers)
+    try:
+        return ort.InferenceSession(model_bytes, session_options(), providers=providers)
+    except (OrtFail, OrtInvalidArgument, OrtInvalidGraph, OrtNotImplemented) as exc:
+        # The checker passes graphs onnxruntime refuses (an int64 tensor into Conv, say).
+        first = str(exc).strip().splitlines()[0]
+        raise InputError(f"onnxruntime cannot load the model: {first}") from None
 
 
 def make_session(
@@ -145,6 +154,11 @@ def pool_activation_torch(tensor: torch.Tensor, unit: Unit) -> torch.Tensor:
     return tensor.mean(dim=axes) if axes else tensor
 
 
+def _one_row_per_sample(one: Sequence[int], two: Sequence[int]) -> bool:
+    """Shapes of an activation for one and for two samples: is axis 0 the batch, alone?"""
+    return len(one) == len(two) >= 2 and (one[0], two[0]) == (1, 2) and one[1:] == two[1:]
+
+
 @dataclass
 class Capture:
     """One pass over the inputs: class scores and pooled unit activations."""
@@ -174,47 +188,114 @@ class Runner:
 
     @property
     def fixed_batch(self) -> int | None:
-        """The input's batch size when the graph pins it (exported with batch 1, say)."""
-        return self.model.input.shape[0] if self.model.input.shape else None
+        """The inputs' batch size when the graph pins it (exported with batch 1, say)."""
+        return next((spec.shape[0] for spec in self.model.inputs if spec.shape), None)
+
+    def _arrays(self, x: Batch) -> dict[str, np.ndarray]:
+        """`x` by model input name, each checked against its input (the batch axis is free:
+        a graph that pins it runs padded batches)."""
+        specs = self.model.inputs
+        if isinstance(x, Inputs):
+            arrays = x.arrays
+        elif len(specs) == 1:
+            arrays = {specs[0].name: x}
+        else:
+            names = ", ".join(spec.name for spec in specs)
+            raise InputError(f"the model takes {len(specs)} inputs ({names}), got one array")
+        for spec in specs:
+            if spec.name not in arrays:
+                raise InputError(f"no array for model input {spec.name!r}")
+            free = dataclasses.replace(spec, shape=(None, *spec.shape[1:]))
+            key = spec.name if isinstance(x, Inputs) else "x"
+            check_layout(arrays[spec.name].shape, free, "input", key)
+        return arrays
+
+    def _feeds(
+        self, arrays: dict[str, np.ndarray], rows: slice
+    ) -> tuple[dict[str, np.ndarray], int]:
+        """One batch per input, in the input's dtype, zero-padded to a fixed batch size."""
+        fixed = self.fixed_batch
+        feeds, count = {}, 0
+        for spec in self.model.inputs:
+            batch = np.ascontiguousarray(arrays[spec.name][rows], dtype=spec.numpy_dtype)
+            count = len(batch)
+            if fixed and count < fixed:
+                padding = np.zeros((fixed - count, *batch.shape[1:]), dtype=batch.dtype)
+                batch = np.concatenate([batch, padding])
+            feeds[spec.name] = batch
+        return feeds, count
 
     def iter_outputs(
-        self, x: np.ndarray, names: Sequence[str], batch_size: int = 256
+        self, x: Batch, names: Sequence[str], batch_size: int = 256
     ) -> Iterator[tuple[slice, list[np.ndarray]]]:
         """Yield (rows, outputs) per batch, outputs in the order of `names`.
 
         A model with a fixed batch axis runs at that size, the last batch
         zero-padded and the padding cut from the outputs.
         """
-        spec = self.model.input
-        # The batch axis is ours to choose (padded below when the graph pins it).
-        check_layout(x.shape, dataclasses.replace(spec, shape=(None, *spec.shape[1:])), "input")
+        arrays = self._arrays(x)
         graph_outputs = {value.name for value in self.model.proto.graph.output}
         session = self.session([name for name in names if name not in graph_outputs])
-        input_name, dtype = spec.name, spec.numpy_dtype
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
-        fixed = self.fixed_batch
-        size = fixed or batch_size
+        size = self.fixed_batch or batch_size
         for start in range(0, len(x), size):
             rows = slice(start, min(start + size, len(x)))
-            batch = np.ascontiguousarray(x[rows], dtype=dtype)
-            count = len(batch)
-            if fixed and count < fixed:
-                padding = np.zeros((fixed - count, *batch.shape[1:]), dtype=dtype)
-                batch = np.concatenate([batch, padding])
-            try:
-                outputs = session.run(list(names), {input_name: batch})
-            except (OrtFail, OrtInvalidArgument) as exc:
-                first = str(exc).strip().splitlines()[0]
-                raise InputError(
-                    f"onnxruntime cannot run the model on inputs of shape "
-                    f"[N, {', '.join(map(str, x.shape[1:]))}]: {first}"
-                ) from None
+            feeds, count = self._feeds(arrays, rows)
+            outputs = self._run(session, names, feeds)
             yield rows, [output[:count] for output in outputs]
+
+    def _run(
+        self, session: ort.InferenceSession, names: Sequence[str], feeds: dict[str, np.ndarray]
+    ) -> list[np.ndarray]:
+        try:
+            return session.run(list(names), feeds)
+        except (OrtFail, OrtInvalidArgument) as exc:
+            first = str(exc).strip().splitlines()[0]
+            shapes = "; ".join(
+                f"{name} [N, {', '.join(map(str, batch.shape[1:]))}]"
+                for name, batch in feeds.items()
+            )
+            raise InputError(
+                f"onnxruntime cannot run the model on inputs of shape {shapes}: {first}"
+            ) from None
+
+    def batch_first_units(self, x: Batch, units: Sequence[Unit]) -> list[Unit]:
+        """The units whose activation keeps one row per sample on axis 0 ([N, ..., C]).
+
+        Exporters may run attention sequence-first ([tokens, N, C]) or fold the
+        tokens into the batch ([tokens * N, C]); such an activation has no row
+        per sample to pool, probe or index, so those units are left out. Found
+        by running one and then two samples: only axis 0 may change, from 1 to 2.
+        A graph with a fixed batch size cannot show it and is taken as it is.
+        """
+        if self.fixed_batch or len(x) < 2:
+            return list(units)
+        names = list(dict.fromkeys(unit.activation for unit in units))
+        graph_outputs = {value.name for value in self.model.proto.graph.output}
+        session = self.session([name for name in names if name not in graph_outputs])
+        arrays = self._arrays(x)
+        one, two = (
+            dict(
+                zip(
+                    names,
+                    (
+                        o.shape
+                        for o in self._run(session, names, self._feeds(arrays, slice(0, k))[0])
+                    ),
+                )
+            )
+            for k in (1, 2)
+        )
+        return [
+            unit
+            for unit in units
+            if _one_row_per_sample(one[unit.activation], two[unit.activation])
+        ]
 
     def capture(
         self,
-        x: np.ndarray,
+        x: Batch,
         units: Sequence[Unit] | None = None,
         batch_size: int = 256,
         progress: Progress | None = None,
@@ -237,19 +318,19 @@ class Runner:
                 progress(rows.stop - rows.start)
         return Capture(scores, pooled)
 
-    def scores(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def scores(self, x: Batch, batch_size: int = 256) -> np.ndarray:
         """[N, num_classes] model outputs, from the unmarked graph."""
         scores = np.empty((len(x), self.model.num_classes), dtype=np.float32)
         for rows, (batch_scores,) in self.iter_outputs(x, [self.model.output_name], batch_size):
             scores[rows] = batch_scores
         return scores
 
-    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def predict(self, x: Batch, batch_size: int = 256) -> np.ndarray:
         return self.scores(x, batch_size).argmax(axis=1)
 
     def pooled(
         self,
-        x: np.ndarray,
+        x: Batch,
         units: Sequence[Unit] | None = None,
         batch_size: int = 256,
         progress: Progress | None = None,
@@ -258,14 +339,12 @@ class Runner:
 
 
 def predict_scores(
-    model: OnnxModel, x: np.ndarray, batch_size: int = 256, device: str = "auto"
+    model: OnnxModel, x: Batch, batch_size: int = 256, device: str = "auto"
 ) -> np.ndarray:
     return Runner(model, device).scores(x, batch_size)
 
 
-def predict(
-    model: OnnxModel, x: np.ndarray, batch_size: int = 256, device: str = "auto"
-) -> np.ndarray:
+def predict(model: OnnxModel, x: Batch, batch_size: int = 256, device: str = "auto") -> np.ndarray:
     return Runner(model, device).predict(x, batch_size)
 
 
@@ -280,25 +359,32 @@ def capture_pooled(
     return Runner(model, device).pooled(x, units, batch_size, progress)
 
 
-def parity_max_abs_diff(proto: onnx.ModelProto, x: np.ndarray) -> float:
+def parity_max_abs_diff(proto: onnx.ModelProto, x: Batch) -> float:
     """Largest |view - onnxruntime| over all graph outputs on the batch `x` (CPU provider)."""
     import torch
 
     from inner_onnx.torchview import TorchView
 
-    session = ort.InferenceSession(
-        proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"]
-    )
+    session = _session(proto.SerializeToString(), [CPU])
+    view = TorchView(proto)
+    arrays = x.arrays if isinstance(x, Inputs) else {view.input_names[0]: x}
+    types = {value.name: value.type.tensor_type.elem_type for value in proto.graph.input}
+    feeds = {
+        name: np.ascontiguousarray(
+            arrays[name], dtype=onnx.helper.tensor_dtype_to_np_dtype(types[name])
+        )
+        for name in view.input_names
+    }
     try:
-        expected = session.run(None, {session.get_inputs()[0].name: x})
+        expected = session.run(None, feeds)
     except (OrtFail, OrtInvalidArgument) as exc:
+        shapes = ", ".join(f"{name} {list(array.shape)}" for name, array in feeds.items())
         raise InputError(
-            f"onnxruntime cannot run the model on inputs of shape {list(x.shape)}: "
+            f"onnxruntime cannot run the model on inputs of shape {shapes}: "
             f"{str(exc).strip().splitlines()[0]}"
         ) from None
-    view = TorchView(proto)
     with torch.no_grad():
-        got = view(torch.from_numpy(x))
+        got = view(*(torch.from_numpy(feeds[name]) for name in view.input_names))
     got = got if isinstance(got, tuple) else (got,)
     return max(
         float(np.max(np.abs(g.numpy().astype(np.float64) - e.astype(np.float64)), initial=0.0))

@@ -219,3 +219,24 @@ def test_pooling_rejects_channel_mismatch() -> None:
         pool_activation(np.zeros((2, 4, 3, 3), np.float32), _unit("Conv", 5))
     with pytest.raises(ValueError, match="rank 1"):
         pool_activation_torch(torch.zeros(5), _unit("Gemm", 5))
+
+
+def test_units_without_a_row_per_sample_are_found() -> None:
+    """The exported nn.MultiheadAttention runs sequence-first: its input projection gives
+    [tokens, N, 3C] and its output projection [tokens * N, C]; the MLP keeps [N, tokens, C]."""
+    from tests.support.vit import tiny_vit
+
+    model = OnnxModel(tiny_vit())
+    runner = Runner(model, "cpu")
+    x = np.random.default_rng(0).normal(size=(6, 1, 8, 8)).astype(np.float32)
+    kept = runner.batch_first_units(x, model.units)
+    left_out = [(u.op, u.neurons) for u in model.units if u not in kept]
+    assert left_out == [("MatMul", 48), ("Gemm", 16)]
+    assert [(u.op, u.neurons, u.activation_op) for u in kept] == [
+        ("Conv", 16, None),
+        ("MatMul", 32, "Gelu"),
+        ("MatMul", 16, None),
+        ("Gemm", 3, None),
+    ]
+    pooled = runner.pooled(x, kept)
+    assert all(pooled[u.name].shape == (6, u.neurons) for u in kept)

@@ -102,12 +102,13 @@ def bad_source_from(
     )
 
 
-def load_checked(model_path: Path) -> OnnxModel:
+def load_checked(model_path: Path, output_name: str | None = None) -> OnnxModel:
     """The model, refused up front when the torch view cannot run one of its nodes."""
     from inner_onnx.io.model import OnnxModel
     from inner_onnx.torchview import check_supported
 
-    model = OnnxModel.load(model_path)
+    model = OnnxModel.load(model_path, output_name)
+    model.check_repairable()
     check_supported(model.proto)
     return model
 

@@ -11,6 +11,7 @@ from inner_onnx.cli.options import (
     DeviceOpt,
     JsonOpt,
     ModelArg,
+    OutputNameOpt,
     QuietOpt,
     SeedOpt,
     TargetOpt,
@@ -28,6 +29,7 @@ def evaluate(
     clip: ClipOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    output_name: OutputNameOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -40,7 +42,9 @@ def evaluate(
     from inner_onnx.measure.evaluation import evaluate as run_evaluation
     from inner_onnx.runtime import Runner
 
-    model = load_checked(model_path) if attack else OnnxModel.load(model_path)
+    model = (
+        load_checked(model_path, output_name) if attack else OnnxModel.load(model_path, output_name)
+    )
     spec = parse_attack(attack) if attack else None
     clip_range = parse_clip(clip) if clip else None
     if target_label is not None and not 0 <= target_label < model.num_classes:

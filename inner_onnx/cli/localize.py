@@ -20,6 +20,7 @@ from inner_onnx.cli.options import (
     JsonOpt,
     LayersOpt,
     ModelArg,
+    OutputNameOpt,
     QuietOpt,
     SeedOpt,
     TargetOpt,
@@ -34,7 +35,7 @@ from inner_onnx.localize.faults import FaultSet
 def localize(
     model_path: ModelArg,
     data: DataOpt,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Fault set JSON to write.")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="Fault set JSON to write.")],
     bad: BadOpt = None,
     trigger: TriggerOpt = None,
     attack: AttackOpt = None,
@@ -49,6 +50,7 @@ def localize(
     threads: ThreadsOpt = 1,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    output_name: OutputNameOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -63,7 +65,7 @@ def localize(
     from inner_onnx.scenarios import scenario_named
     from inner_onnx.scenarios.base import Sampler
 
-    model = load_checked(model_path)
+    model = load_checked(model_path, output_name)
     source = bad_source_from(scenario, bad, trigger, attack, target_label, clip)
     source.check(model)
     # the scenario's localization defaults, as `repair` uses them (so `repair --faults`

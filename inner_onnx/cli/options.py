@@ -30,7 +30,16 @@ def _top_k(settings: RepairSettings) -> str:
 
 ModelArg = Annotated[Path, typer.Argument(help="The ONNX model (never modified).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-DataOpt = Annotated[Path, typer.Option("--data", "-d", help=".npz with x (float32) and y (int).")]
+DataOpt = Annotated[
+    Path,
+    typer.Option("--data", "-d", help=".npz: an array per model input (or x) and y (int)."),
+]
+OutputNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output", help="The class-score output (default: the one float [N, C>=2] output)."
+    ),
+]
 # numpy refuses negative seeds and torch seeds past 2**63, deep inside a run: check up front.
 SeedOpt = Annotated[
     int,

@@ -30,6 +30,7 @@ from inner_onnx.cli.options import (
     LayersOpt,
     MethodOpt,
     ModelArg,
+    OutputNameOpt,
     QuietOpt,
     ScenarioOpt,
     SeedOpt,
@@ -112,6 +113,7 @@ def run_repair(
     eval_bad: Path | None = None,
     report_dir: Path | None = None,
     device: str = "auto",
+    output_name: str | None = None,
     force: bool = False,
     quiet: bool = False,
 ) -> dict:
@@ -120,7 +122,7 @@ def run_repair(
     from inner_onnx.repair.job import RepairJob
     from inner_onnx.repair.pipeline import settings_for
 
-    model = load_checked(model_path)
+    model = load_checked(model_path, output_name)
     source = bad_source_from(scenario, bad, trigger, attack, target_label, clip)
     settings = settings_for(
         source.scenario,
@@ -154,7 +156,7 @@ def repair_command(
     model_path: ModelArg,
     data: DataOpt,
     scenario: ScenarioOpt,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Repaired ONNX model to write.")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="Repaired ONNX model to write.")],
     bad: BadOpt = None,
     trigger: TriggerOpt = None,
     attack: AttackOpt = None,
@@ -181,6 +183,7 @@ def repair_command(
         Path | None, typer.Option("--report", help="Write report.html and report.json here.")
     ] = None,
     device: DeviceOpt = "auto",
+    output_name: OutputNameOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -209,6 +212,7 @@ def repair_command(
         eval_bad=eval_bad,
         report_dir=report,
         device=device,
+        output_name=output_name,
         force=force,
         quiet=quiet or as_json,
     )

@@ -1,4 +1,8 @@
-"""Data files: `.npz` with `x` (float32, preprocessed, model layout) and `y` (int labels).
+"""Data files: `.npz` with one array per model input and `y` (int labels).
+
+Each input's array is named after the input (a single-input model may call it
+`x`), already preprocessed in the model's layout: float32 for float inputs,
+integers (token ids, masks) for integer inputs.
 
 Loaded with `allow_pickle=False` and validated against the model before any
 work starts, so a wrong file costs the user one line, not a traceback halfway
@@ -19,9 +23,23 @@ from inner_onnx.errors import InputError
 from inner_onnx.io.model import InputSpec, OnnxModel
 
 
+class Inputs:
+    """The arrays of a model with several inputs, by input name, indexed together by sample."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.arrays = arrays
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def __getitem__(self, index: slice | np.ndarray) -> Inputs:
+        return Inputs({name: array[index] for name, array in self.arrays.items()})
+
+
 @dataclass
 class Dataset:
-    x: np.ndarray
+    # one array for a single-input model, else the arrays by input name
+    x: np.ndarray | Inputs
     y: np.ndarray
     source: str = ""
 
@@ -43,16 +61,10 @@ def load_npz(path: str | Path, model: OnnxModel | None = None) -> Dataset:
             raise InputError(f"{path}: not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            keys = set(archive.files)
-            missing = [k for k in ("x", "y") if k not in keys]
-            if missing:
-                raise InputError(
-                    f"{path}: no array {' or '.join(map(repr, missing))} "
-                    f"(found {sorted(keys) or 'none'}); save with np.savez(path, x=..., y=...)"
-                )
-            x, y = archive["x"], archive["y"]
+            names = _array_names(set(archive.files), model, path)
+            arrays = {key: archive[key] for key in [*names, "y"]}
             # np.load hands back raw bytes for a member that is not in .npy format.
-            for key, value in (("x", x), ("y", y)):
+            for key, value in arrays.items():
                 if not isinstance(value, np.ndarray):
                     raise InputError(f"{path}: {key!r} is not a saved numpy array")
     except InputError:
@@ -77,41 +89,81 @@ def load_npz(path: str | Path, model: OnnxModel | None = None) -> Dataset:
         raise InputError(f"{path}: not a readable .npz file ({exc})") from None
     except MemoryError:
         raise InputError(f"{path}: an array is too large to load into memory") from None
+    y = arrays.pop("y")
+    x = Inputs(arrays) if len(arrays) > 1 else next(iter(arrays.values()))
     dataset = Dataset(x, y, str(path))
     validate(dataset, model)
     return dataset
 
 
+def _array_names(keys: set[str], model: OnnxModel | None, path: Path) -> list[str]:
+    """The archive members holding the inputs: one per model input, by name (one input: `x`
+    or its name)."""
+    specs = model.inputs if model is not None else []
+    if len(specs) > 1:
+        wanted = [spec.name for spec in specs]
+    elif specs and specs[0].name in keys and "x" not in keys:
+        wanted = [specs[0].name]
+    else:
+        wanted = ["x"]
+    missing = [key for key in [*wanted, "y"] if key not in keys]
+    if missing:
+        example = ", ".join(f"{name}=..." for name in [*wanted, "y"])
+        raise InputError(
+            f"{path}: no array {' or '.join(map(repr, missing))} "
+            f"(found {sorted(keys) or 'none'}); save with np.savez(path, {example})"
+        )
+    return wanted
+
+
 def validate(dataset: Dataset, model: OnnxModel | None = None) -> None:
-    x, y, name = dataset.x, dataset.y, dataset.source or "data"
-    if x.dtype != np.float32:
-        if x.dtype.kind in "fiu":
-            raise InputError(
-                f"{name}: x is {x.dtype}, expected float32 already preprocessed "
-                "(convert with x.astype(np.float32) after scaling)"
-            )
-        raise InputError(f"{name}: x has dtype {x.dtype}, expected float32")
+    y, name = dataset.y, dataset.source or "data"
     if y.dtype.kind not in "iu":
         raise InputError(f"{name}: y is {y.dtype}, expected integer class labels")
     if y.ndim != 1:
         raise InputError(f"{name}: y has shape {list(y.shape)}, expected one label per sample [N]")
-    if x.ndim == 0 or len(x) == 0 or len(y) == 0:
+    if len(y) == 0:
         raise InputError(f"{name}: empty (no samples)")
-    if len(x) != len(y):
-        raise InputError(f"{name}: x has {len(x)} samples but y has {len(y)}")
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).any(axis=tuple(range(1, x.ndim))).sum())
-        raise InputError(f"{name}: x has NaN or infinite values in {bad} samples")
     if y.min() < 0:
         raise InputError(f"{name}: negative labels (min {int(y.min())})")
-    if model is None:
-        return
-    if y.max() >= model.num_classes:
+    if isinstance(dataset.x, Inputs):
+        specs = {spec.name: spec for spec in model.inputs} if model is not None else {}
+        for key, array in dataset.x.arrays.items():
+            _validate_input(array, len(y), name, key, specs.get(key))
+    else:
+        spec = model.inputs[0] if model is not None and len(model.inputs) == 1 else None
+        _validate_input(dataset.x, len(y), name, "x", spec)
+    if model is not None and y.max() >= model.num_classes:
         raise InputError(
             f"{name}: label {int(y.max())} out of range: the model has {model.num_classes} classes "
             f"(labels 0..{model.num_classes - 1})"
         )
-    check_layout(x.shape, model.input, name)
+
+
+def _validate_input(x: np.ndarray, count: int, name: str, key: str, spec: InputSpec | None) -> None:
+    """One input's array: its dtype fits the input's type, one row per label, finite floats."""
+    integer_input = spec is not None and spec.numpy_dtype.kind != "f"
+    if integer_input and x.dtype.kind not in "iub":
+        raise InputError(
+            f"{name}: {key} is {x.dtype}, but model input {spec.name!r} takes "
+            f"{spec.numpy_dtype} (token ids, masks): save integers"
+        )
+    if not integer_input and x.dtype != np.float32:
+        if x.dtype.kind in "fiu":
+            raise InputError(
+                f"{name}: {key} is {x.dtype}, expected float32 already preprocessed "
+                f"(convert with {key}.astype(np.float32) after scaling)"
+            )
+        raise InputError(f"{name}: {key} has dtype {x.dtype}, expected float32")
+    if x.ndim == 0 or len(x) == 0:
+        raise InputError(f"{name}: empty (no samples)")
+    if len(x) != count:
+        raise InputError(f"{name}: {key} has {len(x)} samples but y has {count}")
+    if not integer_input and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).any(axis=tuple(range(1, x.ndim))).sum())
+        raise InputError(f"{name}: {key} has NaN or infinite values in {bad} samples")
+    if spec is not None:
+        check_layout(x.shape, spec, name, key)
 
 
 def _matches(shape: tuple[int, ...], spec: tuple[int | None, ...]) -> bool:
@@ -119,8 +171,10 @@ def _matches(shape: tuple[int, ...], spec: tuple[int | None, ...]) -> bool:
     return len(shape) == len(spec) and all(s is None or s == d for d, s in zip(shape[1:], spec[1:]))
 
 
-def check_layout(shape: tuple[int, ...], spec: InputSpec, name: str = "data") -> None:
-    """Compare a batch shape with the model input, naming the fix for common layout slips."""
+def check_layout(
+    shape: tuple[int, ...], spec: InputSpec, name: str = "data", key: str = "x"
+) -> None:
+    """Compare the shape of array `key` with the model input, naming the fix for common slips."""
     expected = spec.shape
     if _matches(shape, expected):
         return
@@ -131,22 +185,22 @@ def check_layout(shape: tuple[int, ...], spec: InputSpec, name: str = "data") ->
         as_nhwc = (shape[0], shape[2], shape[3], shape[1])
         if _matches(as_nchw, expected):
             raise InputError(
-                f"{name}: x is NHWC [N, {', '.join(map(str, got))}] but the model expects NCHW "
-                f"{want}; convert with x.transpose(0, 3, 1, 2)"
+                f"{name}: {key} is NHWC [N, {', '.join(map(str, got))}] but the model expects NCHW "
+                f"{want}; convert with {key}.transpose(0, 3, 1, 2)"
             )
         if _matches(as_nhwc, expected):
             raise InputError(
-                f"{name}: x is NCHW [N, {', '.join(map(str, got))}] but the model expects NHWC "
-                f"{want}; convert with x.transpose(0, 2, 3, 1)"
+                f"{name}: {key} is NCHW [N, {', '.join(map(str, got))}] but the model expects NHWC "
+                f"{want}; convert with {key}.transpose(0, 2, 3, 1)"
             )
     if len(shape) + 1 == len(expected) and int(np.prod(shape[1:])) == int(
         np.prod([d or 1 for d in expected[1:]])
     ):
         raise InputError(
-            f"{name}: x has shape [N, {', '.join(map(str, got))}] but the model expects {want}; "
-            "add the channel axis with x.reshape(len(x), ...) to match"
+            f"{name}: {key} has shape [N, {', '.join(map(str, got))}] but the model expects "
+            f"{want}; add the channel axis with {key}.reshape(len({key}), ...) to match"
         )
     raise InputError(
-        f"{name}: x has shape [N, {', '.join(map(str, got))}] but the model input "
+        f"{name}: {key} has shape [N, {', '.join(map(str, got))}] but the model input "
         f"{spec.name!r} expects {want}"
     )

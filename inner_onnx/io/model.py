@@ -1,14 +1,16 @@
 """Load an ONNX classifier safely and describe it: input spec, output, units.
 
 Everything downstream (runtime, torch view, probes, repair) works from an
-`OnnxModel`. Loading refuses, with one line, anything that is not a
-single-input float classifier with weight initializers, and never follows an
-external-data reference out of the model's folder.
+`OnnxModel`. Loading refuses, with one line, anything that has no class-score
+output, and never follows an external-data reference out of the model's
+folder; `check_repairable` refuses what localize and repair cannot work on (not
+a single float input, no weights).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from inner_onnx.errors import InputError
-from inner_onnx.torchview.graph import FLOAT_TYPES, graph_inputs, node_names
+from inner_onnx.torchview.graph import FLOAT_TYPES, constant_weights, graph_inputs, node_names
 
 if TYPE_CHECKING:
     from inner_onnx.torchview import TorchView
@@ -50,7 +52,7 @@ ACTIVATION_OPS = frozenset(
 
 @dataclass(frozen=True)
 class Unit:
-    """A node with a weight initializer; its neurons are its output channels."""
+    """A node with a constant weight (initializer or Constant node); neurons: output channels."""
 
     name: str
     op: str
@@ -60,7 +62,10 @@ class Unit:
     neurons: int
     parameters: int
     output: str
+    # The tensor read as the unit's activation (its output when no activation follows) ...
     activation: str
+    # ... and the op that computes it (Relu, Gelu, ...), None when no activation follows.
+    activation_op: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -70,7 +75,8 @@ class Unit:
             "bias": self.bias,
             "neurons": self.neurons,
             "parameters": self.parameters,
-            "activation": self.activation,
+            "activation": self.activation_op,
+            "activation_tensor": self.activation,
         }
 
 
@@ -83,34 +89,67 @@ class InputSpec:
 
     @property
     def numpy_dtype(self) -> np.dtype:
-        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.elem_type))
+        try:
+            return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.elem_type))
+        except (KeyError, TypeError, ValueError):
+            type_name = onnx.TensorProto.DataType.Name(self.elem_type)
+            raise InputError(
+                f"model input {self.name!r} is {type_name}, which numpy data cannot feed"
+            ) from None
 
 
 class OnnxModel:
     """A validated ONNX classifier with its units and input/output description."""
 
-    def __init__(self, proto: onnx.ModelProto, path: Path | None = None, sha256: str = ""):
+    def __init__(
+        self,
+        proto: onnx.ModelProto,
+        path: Path | None = None,
+        sha256: str = "",
+        output: str | None = None,
+    ):
+        """`output` names the class-score output; see `class_output` for the default."""
         self.proto = proto
         self.path = path
         self.sha256 = sha256 or hashlib.sha256(proto.SerializeToString()).hexdigest()
         graph = proto.graph
-        self.initializers = {init.name: init for init in graph.initializer}
-        self.input = _input_spec(graph, self.initializers)
-        self.output_name, self.num_classes = _class_output(graph)
+        self.initializers = model_weights(graph)
+        # Every real input, whatever its type: evaluating runs any model onnxruntime runs.
+        self.inputs = input_specs(graph, self.initializers)
+        if any(
+            not value.type.HasField("tensor_type")
+            for value in graph_inputs(graph, self.initializers)
+        ):
+            raise InputError("a model input is not a tensor (a sequence or map): not supported")
+        self.output_name, self.num_classes = class_output(graph, output)
         self.logits_name = _logits_name(graph, self.output_name)
         self.units = find_units(graph, self.initializers)
+
+    @property
+    def input(self) -> InputSpec:
+        """The one float input that repair, attacks and the probes differentiate through."""
+        return _single_float_input(self.inputs)
+
+    def check_repairable(self) -> None:
+        """Refuse, in one line, what localize and repair cannot work on."""
+        _single_float_input(self.inputs)
         if not self.units:
             raise InputError(
-                "model has no weight initializers in Conv/ConvTranspose/Gemm/MatMul nodes: "
-                "nothing to repair"
+                "model has no weight initializers (nor Constant-node weights) in "
+                "Conv/ConvTranspose/Gemm/MatMul nodes: nothing to repair"
             )
 
     @classmethod
-    def load(cls, path: str | Path) -> OnnxModel:
+    def load(cls, path: str | Path, output: str | None = None) -> OnnxModel:
+        """Read, check and describe the model at `path`; `output` names the class scores."""
         path = Path(path)
         raw = read_model_bytes(path)
         proto = parse_model(raw, path)
-        return cls(proto, path, hashlib.sha256(raw).hexdigest())
+        return cls(proto, path, hashlib.sha256(raw).hexdigest(), output)
+
+    def with_proto(self, proto: onnx.ModelProto) -> OnnxModel:
+        """The same model with other weights (a repair's result): same class output."""
+        return OnnxModel(proto, self.path, output=self.output_name)
 
     @property
     def opsets(self) -> dict[str, int]:
@@ -216,25 +255,38 @@ def _dims(value: onnx.ValueInfoProto) -> tuple[int | None, ...]:
     return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
 
 
-def _input_spec(graph: onnx.GraphProto, initializers: dict) -> InputSpec:
-    inputs = graph_inputs(graph, initializers)
-    if len(inputs) != 1:
-        names = ", ".join(vi.name for vi in inputs) or "none"
+def model_weights(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    """Constant tensors by name: the initializers, and the float values of Constant nodes
+    (by their output name), which older exporters use for weights."""
+    weights = {init.name: init for init in graph.initializer}
+    weights.update(constant_weights(graph))
+    return weights
+
+
+def input_specs(graph: onnx.GraphProto, initializers: dict) -> list[InputSpec]:
+    """Every real graph input as it is, whatever its type (what `inspect` shows)."""
+    specs = []
+    for value in graph_inputs(graph, initializers):
+        shape = _dims(value)
+        elem_type = value.type.tensor_type.elem_type
+        specs.append(InputSpec(value.name, shape, elem_type, _layout(graph, value.name, shape)))
+    return specs
+
+
+def _single_float_input(specs: list[InputSpec]) -> InputSpec:
+    if len(specs) != 1:
+        names = ", ".join(spec.name for spec in specs) or "none"
         raise InputError(
-            f"model has {len(inputs)} inputs ({names}); inner-onnx repairs single-input classifiers"
+            f"model has {len(specs)} inputs ({names}); inner-onnx repairs single-input classifiers"
         )
-    value = inputs[0]
-    if not value.type.HasField("tensor_type"):
-        raise InputError(f"model input {value.name!r} is not a tensor")
-    elem_type = value.type.tensor_type.elem_type
-    if elem_type not in FLOAT_TYPES:
-        type_name = onnx.TensorProto.DataType.Name(elem_type)
+    spec = specs[0]
+    if spec.elem_type not in FLOAT_TYPES:
+        type_name = onnx.TensorProto.DataType.Name(spec.elem_type)
         raise InputError(
-            f"model input {value.name!r} is {type_name}; inner-onnx needs a float input "
+            f"model input {spec.name!r} is {type_name}; inner-onnx needs a float input "
             "(the gradients of repair and attacks flow through it)"
         )
-    shape = _dims(value)
-    return InputSpec(value.name, shape, elem_type, _layout(graph, value.name, shape))
+    return spec
 
 
 def _layout(graph: onnx.GraphProto, input_name: str, shape: tuple[int | None, ...]) -> str:
@@ -256,16 +308,60 @@ def _layout(graph: onnx.GraphProto, input_name: str, shape: tuple[int | None, ..
     return "NCHW"
 
 
-def _class_output(graph: onnx.GraphProto) -> tuple[str, int]:
+# Output names taken as the class scores when several outputs qualify (see `class_output`).
+SCORE_NAMES = frozenset({"logits", "scores", "probabilities"})
+
+
+def output_candidates(graph: onnx.GraphProto) -> list[tuple[str, int]]:
+    """(name, classes) of every graph output that can be class scores: float [N, C >= 2]."""
+    candidates = []
     for value in graph.output:
-        tensor_type = value.type.tensor_type
         shape = _dims(value)
-        if tensor_type.elem_type in FLOAT_TYPES and len(shape) == 2 and (shape[1] or 0) >= 2:
-            return value.name, int(shape[1])  # type: ignore[arg-type]
-    described = ", ".join(f"{v.name}{list(_dims(v))}" for v in graph.output)
+        floating = value.type.tensor_type.elem_type in FLOAT_TYPES
+        if floating and len(shape) == 2 and (shape[1] or 0) >= 2:
+            candidates.append((value.name, int(shape[1])))  # type: ignore[arg-type]
+    return candidates
+
+
+def _score_named(name: str) -> bool:
+    return bool(SCORE_NAMES.intersection(re.split(r"[^a-z0-9]+", name.lower())))
+
+
+def class_output(graph: onnx.GraphProto, output: str | None = None) -> tuple[str, int]:
+    """The class-score output and its class count.
+
+    `output` given: that output, which must be float [N, C >= 2]. Otherwise the
+    single output of that kind; with several, the one whose name has the word
+    `logits`, `scores` or `probabilities` in it (split at non-alphanumerics:
+    `logits`, `output_probabilities`, `head/scores:0`) if exactly one has.
+    Anything else is refused with the list of candidates, never guessed.
+    """
+    candidates = output_candidates(graph)
+    listed = ", ".join(f"{name} [N, {classes}]" for name, classes in candidates) or "none"
+    if output is not None:
+        chosen = [c for c in candidates if c[0] == output]
+        if chosen:
+            return chosen[0]
+        if output in {v.name for v in graph.output}:
+            raise InputError(
+                f"--output {output!r} is not class scores (need a float [N, classes] output, "
+                f"classes >= 2); candidates: {listed}"
+            )
+        raise InputError(f"--output {output!r}: the model has no such output; candidates: {listed}")
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        described = ", ".join(f"{v.name}{list(_dims(v))}" for v in graph.output)
+        raise InputError(
+            f"model output is not class scores (need a float [N, classes] output, classes >= 2; "
+            f"got {described})"
+        )
+    named = [c for c in candidates if _score_named(c[0])]
+    if len(named) == 1:
+        return named[0]
     raise InputError(
-        f"model output is not class scores (need a float [N, classes] output, classes >= 2; "
-        f"got {described})"
+        f"model has {len(candidates)} outputs that could be class scores ({listed}): "
+        "name one with --output NAME"
     )
 
 
@@ -323,17 +419,26 @@ def find_units(graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]
         if node.op_type in ("Conv", "ConvTranspose", "Gemm") and len(node.input) > 2:
             candidate = initializers.get(node.input[2])
             if _is_float(candidate) and int(np.prod(candidate.dims)) == neurons:
-                bias = candidate.name
+                bias = node.input[2]
         output = node.output[0]
         if node.op_type == "MatMul":
             bias, output = _matmul_bias(output, neurons, consumers, initializers, outputs, bias)
-        activation = _activation_after(output, consumers, initializers, outputs)
+        activation, activation_op = _activation_after(output, consumers, initializers, outputs)
         parameters = int(np.prod(dims)) + (
             int(np.prod(initializers[bias].dims)) if bias is not None else 0
         )
         units.append(
             Unit(
-                name, node.op_type, weight.name, bias, axis, neurons, parameters, output, activation
+                name,
+                node.op_type,
+                node.input[1],
+                bias,
+                axis,
+                neurons,
+                parameters,
+                output,
+                activation,
+                activation_op,
             )
         )
     return units
@@ -344,10 +449,10 @@ def _activation_after(
     consumers: dict[str, list[onnx.NodeProto]],
     initializers: dict[str, onnx.TensorProto],
     graph_outputs: set[str],
-) -> str:
-    """The unit's activation tensor: past per-channel affine nodes (a BatchNormalization, or
-    the Mul/Add pair a folded one becomes in Keras and tf2onnx graphs) to the element-wise
-    activation after them; the unit's own output when no activation follows."""
+) -> tuple[str, str | None]:
+    """The unit's activation tensor and op: past per-channel affine nodes (a BatchNormalization,
+    or the Mul/Add pair a folded one becomes in Keras and tf2onnx graphs) to the element-wise
+    activation after them; the unit's own output and None when no activation follows."""
     tensor = output
     while tensor not in graph_outputs:
         followers = consumers.get(tensor, [])
@@ -355,14 +460,14 @@ def _activation_after(
             break
         node = followers[0]
         if node.op_type in ACTIVATION_OPS:
-            return node.output[0]
+            return node.output[0], node.op_type
         constant_operand = node.op_type in ("Mul", "Add") and any(
             name in initializers for name in node.input if name != tensor
         )
         if node.op_type != "BatchNormalization" and not constant_operand:
             break
         tensor = node.output[0]
-    return output
+    return output, None
 
 
 def _matmul_bias(
@@ -381,5 +486,5 @@ def _matmul_bias(
     other = add.input[1] if add.input[0] == output else add.input[0]
     candidate = initializers.get(other)
     if _is_float(candidate) and int(np.prod(candidate.dims)) == neurons:
-        return candidate.name, add.output[0]
+        return other, add.output[0]
     return bias, output

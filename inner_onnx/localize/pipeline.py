@@ -12,7 +12,7 @@ import numpy as np
 
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Dataset
-from inner_onnx.io.model import OnnxModel
+from inner_onnx.io.model import OnnxModel, Unit
 from inner_onnx.localize.faults import FaultSet, UnitScore
 from inner_onnx.localize.probes import ProbeSet
 from inner_onnx.localize.routing import RoutingSettings, choose_route_samples, route
@@ -56,12 +56,31 @@ def fit_probes(
 ) -> tuple[ProbeSet, dict[str, np.ndarray], np.ndarray]:
     """Probes on clean activations; returns them, the pooled features and the model's scores."""
     model = runner.model
-    chosen = model.units if units is None else [model.unit(name) for name in units]
+    if units is None:
+        chosen = probed_units(runner, clean)
+    else:
+        chosen = [model.unit(name) for name in units]
+        unusable = {u.name for u in chosen} - {
+            u.name for u in runner.batch_first_units(clean.x, chosen)
+        }
+        if unusable:
+            raise InputError(
+                f"unit {sorted(unusable)[0]} has no activation row per sample (tokens folded "
+                "into or placed before the batch axis): it cannot be a selected unit"
+            )
     with reporter.step("activations (onnxruntime)", len(clean)) as advance:
         capture = runner.capture(clean.x, chosen, progress=advance)
     with reporter.step("probes", len(chosen)) as advance:
         probes = ProbeSet().fit(capture.pooled, clean.y, model.num_classes, seed, holdout, advance)
     return probes, capture.pooled, capture.scores
+
+
+def probed_units(runner: Runner, clean: Dataset) -> list[Unit]:
+    """The units probes can read: one activation row per sample (see `batch_first_units`)."""
+    units = runner.batch_first_units(clean.x, runner.model.units)
+    if not units:
+        raise InputError("no unit of the model has an activation row per sample to probe")
+    return units
 
 
 def probes_for_faults(
@@ -93,8 +112,9 @@ def localize(
     probes, clean_features, clean_scores = fit_probes(
         runner, clean, None, seed, settings.probe_holdout, reporter
     )
+    candidates = [model.unit(name) for name in probes.probes]
     with reporter.step("activations of bad samples", len(bad)) as advance:
-        bad_capture = runner.capture(bad.x, progress=advance)
+        bad_capture = runner.capture(bad.x, candidates, progress=advance)
     clean_correct = clean_scores.argmax(axis=1) == clean.y
     if not clean_correct.any():
         raise InputError(f"{clean.source}: the model gets no clean sample right")
@@ -110,7 +130,7 @@ def localize(
         clean_labels=clean.y,
         bad_labels=bad.y[shown],
     )
-    selected = select_layers(scores, min(settings.layers, len(model.units)))
+    selected = select_layers(scores, min(settings.layers, len(candidates)))
     rows = choose_route_samples(bad_wrong, settings.routing.max_samples, seed)
     with reporter.step("neuron routing", len(selected)) as advance:
         neurons, weight_indices, unit_votes = route(
@@ -118,11 +138,13 @@ def localize(
         )
     units = [
         UnitScore(u.name, float(scores[u.name]), float(probes.accuracy[u.name]), u.name in selected)
-        for u in model.units
+        for u in candidates
     ]
     record = asdict(settings)
     record["seed"] = seed
     record["route_samples"] = len(rows)
+    # units left out of probing (no activation row per sample), so a reader sees why
+    record["units_not_probed"] = [u.name for u in model.units if u.name not in probes.probes]
     faults = FaultSet(
         model.sha256,
         settings.routing.granularity,

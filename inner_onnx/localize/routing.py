@@ -74,7 +74,12 @@ def unit_subgraph(model: OnnxModel, unit: Unit) -> tuple[onnx.ModelProto, str]:
     chain.reverse()
     unit_input = chain[0].input[0]
     used = {name for node in chain for name in node.input}
-    initializers = [init for init in model.proto.graph.initializer if init.name in used]
+    # Constant-node weights become initializers here: the chain leaves their nodes out.
+    initializers = [
+        init if init.name == name else _renamed(init, name)
+        for name, init in model.initializers.items()
+        if name in used
+    ]
     graph = helper.make_graph(
         chain,
         f"{unit.name}_subgraph",
@@ -85,6 +90,13 @@ def unit_subgraph(model: OnnxModel, unit: Unit) -> tuple[onnx.ModelProto, str]:
     sub = helper.make_model(graph, opset_imports=list(model.proto.opset_import))
     sub.ir_version = model.proto.ir_version
     return sub, unit_input
+
+
+def _renamed(tensor: onnx.TensorProto, name: str) -> onnx.TensorProto:
+    copy = onnx.TensorProto()
+    copy.CopyFrom(tensor)
+    copy.name = name
+    return copy
 
 
 class UnitRouter:

@@ -113,7 +113,7 @@ def finish(
     """Write back, measure in onnxruntime, stamp provenance and verify the bytes."""
     model, context = problem.model, problem.context
     proto = view.write_back()
-    repaired = OnnxModel(proto)
+    repaired = model.with_proto(proto)
     after = evaluate(Runner(repaired, context.device), evaluation, context.seed, problem.reporter)
     result = RepairResult(
         proto,

@@ -8,21 +8,21 @@ import numpy as np
 import onnx
 
 from inner_onnx import __version__
-from inner_onnx.io.model import OnnxModel
+from inner_onnx.io.model import OnnxModel, model_weights
 from inner_onnx.runtime import Runner
 
 PROVENANCE_KEY = "inner_onnx.provenance"
 
 
 def changed_values(model: OnnxModel, proto: onnx.ModelProto) -> dict[str, int]:
-    """Initializer name -> how many of its values differ from the original."""
+    """Weight name (initializer or Constant-node output) -> how many values differ."""
     changed = {}
-    for init in proto.graph.initializer:
-        before = onnx.numpy_helper.to_array(model.initializers[init.name])
-        after = onnx.numpy_helper.to_array(init)
+    for name, tensor in model_weights(proto.graph).items():
+        before = onnx.numpy_helper.to_array(model.initializers[name])
+        after = onnx.numpy_helper.to_array(tensor)
         count = int(np.count_nonzero(before != after))
         if count:
-            changed[init.name] = count
+            changed[name] = count
     return changed
 
 
@@ -46,7 +46,7 @@ def verify(proto: onnx.ModelProto, measured: OnnxModel, x: np.ndarray) -> None:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise RuntimeError(f"repaired model fails the ONNX checker: {exc}") from None
-    written = OnnxModel(onnx.load_from_string(proto.SerializeToString()))
+    written = measured.with_proto(onnx.load_from_string(proto.SerializeToString()))
     sample = x[:256]
     if not np.array_equal(
         Runner(written, "cpu").scores(sample), Runner(measured, "cpu").scores(sample)

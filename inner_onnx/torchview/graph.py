@@ -23,3 +23,19 @@ def node_names(graph: onnx.GraphProto) -> list[str]:
         seen.add(name)
         names.append(name)
     return names
+
+
+def constant_weights(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    """Float tensors held in `Constant` nodes' `value`, by the node's output name.
+
+    Older exporters (paddle2onnx before 1.0) write weights this way instead of
+    as initializers; both are weights to the model reader and the view.
+    """
+    constants = {}
+    for node in graph.node:
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "value" and attribute.t.data_type in FLOAT_TYPES:
+                constants[node.output[0]] = attribute.t
+    return constants

@@ -23,7 +23,7 @@ import torch
 
 from inner_onnx.errors import InputError
 from inner_onnx.torchview import ops  # noqa: F401 (registers the op functions)
-from inner_onnx.torchview.graph import FLOAT_TYPES, graph_inputs, node_names
+from inner_onnx.torchview.graph import FLOAT_TYPES, constant_weights, graph_inputs, node_names
 from inner_onnx.torchview.registry import (
     ONNX_DOMAINS,
     UnsupportedOpError,
@@ -157,11 +157,13 @@ def _attribute_name(onnx_name: str, taken: set[str]) -> str:
 
 
 class TorchView(torch.nn.Module):
-    """A differentiable torch view of an ONNX graph with one nn.Parameter per float initializer.
+    """A differentiable torch view of an ONNX graph with one nn.Parameter per float weight.
 
-    Runs inference semantics (BatchNormalization on running statistics, Dropout
-    off). `write_back()` returns the original model with the current parameter
-    values in its initializers and nothing else changed.
+    Weights are the float initializers and the float `Constant` nodes of the graph
+    (keyed by the node's output name), as older exporters write them. Runs
+    inference semantics (BatchNormalization on running statistics, Dropout off).
+    `write_back()` returns the original model with the current parameter values
+    in its weights and nothing else changed.
     """
 
     def __init__(self, proto: onnx.ModelProto, outputs: Sequence[str] | None = None):
@@ -185,6 +187,9 @@ class TorchView(torch.nn.Module):
             else:
                 self.register_buffer(key, value)
                 self._buffer_keys[init.name] = key
+        # Float Constant nodes of the model's own graph are weights too (older exporters);
+        # those inlined from local functions have no single node to write back into.
+        weights = constant_weights(self._proto.graph)
         self.input_names = [value.name for value in graph_inputs(graph, initializers)]
         self._steps: list[_Step] = []
         available = set(initializers) | set(self.input_names) | {""}
@@ -198,8 +203,13 @@ class TorchView(torch.nn.Module):
             step = _compile_node(node, name, opset)
             if node.op_type == "Constant":
                 key = _attribute_name(node.output[0], taken)
-                self.register_buffer(key, step.function(**step.attributes))
-                self._buffer_keys[node.output[0]] = key
+                value = step.function(**step.attributes)
+                if node.output[0] in weights:
+                    self.register_parameter(key, torch.nn.Parameter(value))
+                    self._parameter_keys[node.output[0]] = key
+                else:
+                    self.register_buffer(key, value)
+                    self._buffer_keys[node.output[0]] = key
             else:
                 self._steps.append(step)
             available.update(node.output)
@@ -231,7 +241,7 @@ class TorchView(torch.nn.Module):
     def parameter(self, onnx_name: str) -> torch.nn.Parameter:
         key = self._parameter_keys.get(onnx_name)
         if key is None:
-            raise InputError(f"no float initializer named {onnx_name!r}")
+            raise InputError(f"no float initializer or Constant named {onnx_name!r}")
         return self._parameters[key]
 
     def onnx_parameters(self) -> Iterator[tuple[str, torch.nn.Parameter]]:
@@ -280,6 +290,9 @@ class TorchView(torch.nn.Module):
             if key is not None:
                 value = self._parameters[key].detach().cpu().numpy()
                 store_if_changed(tensor, value)
+        for name, tensor in constant_weights(model.graph).items():
+            value = self._parameters[self._parameter_keys[name]].detach().cpu().numpy()
+            store_if_changed(tensor, value)
         return model
 
 

@@ -103,16 +103,21 @@ def test_two_inputs_refused(tmp_path: Path) -> None:
     def add_input(graph: onnx.GraphProto) -> None:
         graph.input.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [1]))
 
+    model = OnnxModel.load(_save(tmp_path, _with_graph_change(add_input)))
+    assert [spec.name for spec in model.inputs] == ["x", "z"]  # evaluable, not repairable
     with pytest.raises(InputError, match="2 inputs"):
-        OnnxModel.load(_save(tmp_path, _with_graph_change(add_input)))
+        model.check_repairable()
 
 
 def test_integer_input_refused(tmp_path: Path) -> None:
     def make_int(graph: onnx.GraphProto) -> None:
         graph.input[0].type.tensor_type.elem_type = TensorProto.INT64
 
+    model = OnnxModel(_with_graph_change(make_int))
     with pytest.raises(InputError, match="float input"):
-        OnnxModel(_with_graph_change(make_int))
+        model.check_repairable()
+    with pytest.raises(InputError, match="float input"):
+        _ = model.input
 
 
 def test_output_not_class_scores(tmp_path: Path) -> None:
@@ -132,7 +137,7 @@ def test_no_weight_initializers() -> None:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])],
     )
     with pytest.raises(InputError, match="no weight initializers"):
-        OnnxModel(helper.make_model(graph))
+        OnnxModel(helper.make_model(graph)).check_repairable()
 
 
 def test_external_data_outside_folder_refused_before_reading(tmp_path: Path) -> None:

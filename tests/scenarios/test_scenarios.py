@@ -76,8 +76,33 @@ def test_adversarial_and_wrong_objectives() -> None:
     assert wrong.objective(fairer, Measurement(0.9, None, 0.1), RULE) > wrong.objective(
         Measurement(0.9, None, 0.1), Measurement(0.9, None, 0.1), RULE
     )
-    assert adversarial.targets_met(robust, start, RULE) is None
-    assert wrong.targets_met(fairer, start, RULE) is None
+    assert adversarial.targets_met(robust, start, RULE) is True  # +40 pt, accuracy kept
+    small_gain = Measurement(0.9, 0.3, 0.1, "robust_accuracy")
+    assert adversarial.missed_targets(small_gain, start, RULE) == [
+        "robust accuracy up 10.0 pt, below the 30 pt target"
+    ]
+
+
+def test_wrong_targets_need_the_weakest_class_up_and_accuracy_kept() -> None:
+    wrong = scenario_named("wrong")
+    start = Measurement(0.80, None, 0.30, weakest=0.40)
+    assert wrong.targets_met(Measurement(0.81, None, 0.2, weakest=0.6), start, RULE) is True
+    assert wrong.targets_met(Measurement(0.79, None, 0.2, weakest=0.6), start, RULE) is False
+    assert wrong.targets_met(Measurement(0.85, None, 0.3, weakest=0.4), start, RULE) is False
+
+
+def test_bootstrap_confidence_is_high_when_the_margin_is_wide() -> None:
+    from inner_onnx.scenarios.base import bootstrap_confidence
+
+    backdoor = scenario_named("backdoor")
+    y = np.repeat(np.arange(3), 40)
+    start = Measurement(1.0, 1.0, 0.0, "asr", 1.0, y.copy(), y, np.ones(60))
+    clean_now = Measurement(1.0, 0.0, 0.0, "asr", 1.0, y.copy(), y, np.zeros(60))
+    assert bootstrap_confidence(backdoor, clean_now, start, RULE) == 1.0
+    hits = np.zeros(60)
+    hits[:6] = 1  # ASR 10 %: above the 2 % target on nearly every resample
+    still = Measurement(1.0, 0.1, 0.0, "asr", 1.0, y.copy(), y, hits)
+    assert bootstrap_confidence(backdoor, still, start, RULE) < 0.05
 
 
 def _sampler(predictions: np.ndarray) -> Sampler:
