@@ -25,11 +25,13 @@ Where we deviate from the reference, and why (figures in benchmarks/RESULTS.md,
 - speed: an epoch is `batches_per_epoch` = 8 mini-batches of 32 instead of
   NB_SAMPLE / BATCH_SIZE = 31, and a class gets at most `max_epochs` = 120
   epochs instead of STEPS = 1000. The cost schedule and the early stop count
-  epochs, so they react after 4x fewer gradient steps. The reference allows up
-  to 31,000 steps per class; at the measured 20-25 ms a step (samples/torch_badnets,
-  batch 32, one thread on the shared 2-core machine) that is minutes per class
-  even when its early stop ends it after 100 epochs. Ours stops after at most
-  960 steps, sooner when the early stop fires.
+  epochs, so they react after 4x fewer gradient steps. A step costs about 9 ms
+  of CPU (batch 32 through the 28x28 sample CNNs, one thread: 7,840 steps in
+  72 CPU s for samples/torch_weak_class), so a 10-class scan takes 46-82 CPU s.
+  With the reference's 31-step epochs the same number of epochs costs 3.9x
+  more (estimated from the step cost, not run): 180-320 CPU s per scan, and its
+  early stop cannot fire before 40 epochs (5 at cost 0, 5 up, 5 down, 25
+  stalled), i.e. 1,240 steps per class, against up to 31,000 without it.
 - early stop: the reference's rule (EARLY_STOP: the cost has been raised and
   lowered, and the best norm has not dropped below 0.99 of its earlier best for
   5 x PATIENCE epochs), with visualizer.py's 0.99 rather than the example
