@@ -67,8 +67,9 @@ def repair(
 
 
 def run_plan(problem: RepairProblem, plan: MethodPlan) -> tuple[TorchView, TrainOutcome]:
-    """Apply the plan to a fresh view: zero what it prunes, then train what it masks."""
-    view = problem.fresh_view()
+    """Apply the plan to a fresh view (or the view the method trained itself): zero what it
+    prunes, then train what it masks."""
+    view = plan.view if plan.view is not None else problem.fresh_view()
     masks = plan.masks
     if plan.zeroed:
         with torch.no_grad():

@@ -1,29 +1,147 @@
 """Adversarial Neuron Pruning (Wu and Wang, "Adversarial Neuron Perturbations Prune
-Backdoors", NeurIPS 2021): learn neuron masks that keep clean accuracy under adversarial
-neuron perturbations, then zero the weights of the lowest-mask neurons; no fine-tuning."""
+Backdoors", NeurIPS 2021), after its reference code github.com/csdongxian/ANP_backdoor
+(`optimize_mask_cifar.py`, `prune_neuron_cifar.py`, `models/anp_batchnorm.py`).
+
+Every neuron gets a mask m ∈ [0, 1] and a multiplicative noise (δ, δ_b) with |δ| ≤ eps at
+its start: the reference scales each BatchNorm channel's scale by (m + δ) and its shift by
+(1 + δ_b) (`NoisyBatchNorm2d.forward`). A model with BatchNormalization nodes gets exactly
+that on their `scale` and `B` initializers; a model without any gets it on every unit but
+the classifier, per neuron: weight slice·(m + δ), bias·(1 + δ_b). Per mini-batch of clean
+samples: the noise restarts uniform in [-eps, eps], takes one step of eps·sign(∂CE/∂noise)
+(ascent, not projected back: the reference never clamps it), then the masks take one SGD
+step on α·CE(natural) + (1 − α)·CE(perturbed) and are clipped to [0, 1]. Finally every
+neuron whose mask is at most the threshold is pruned: its BatchNorm scale (or unit weight
+slice) is zeroed, its shift kept, as the reference's `pruning()` does. No fine-tuning.
+
+Deviations: the reference optimizes the masks in train mode (BatchNorm on batch
+statistics); the torch view runs BatchNormalization on its running statistics.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 
+from inner_onnx.io.model import OnnxModel
 from inner_onnx.repair.methods.base import MethodPlan, RepairMethod, register
-from inner_onnx.repair.methods.masks import (
-    PRUNING_MAX_SHARE,
-    prune_in_order,
-    pruned_masks,
-    scaled_overrides,
-)
+from inner_onnx.repair.methods.masks import channel_shape
 from inner_onnx.repair.problem import RepairProblem
+from inner_onnx.torchview import TorchView
 
-# The paper's defaults except the iteration count.
-ANP_EPS = 0.4
-ANP_TRADEOFF = 0.2
-ANP_MASK_LR = 0.2
+# optimize_mask_cifar.py argument defaults (line numbers of the reference file):
+ANP_EPS = 0.4  # --anp-eps 0.4 (l. 35); the noise bound, and its step (lr = eps / steps, l. 99)
+ANP_STEPS = 1  # --anp-steps 1 (l. 36)
+ANP_ALPHA = 0.2  # --anp-alpha 0.2 (l. 37): weight of the natural loss (l. 207)
+ANP_MASK_LR = 0.2  # --lr 0.2 (l. 22), SGD with momentum 0.9 (l. 97)
+ANP_MASK_MOMENTUM = 0.9
+ANP_BATCH = 128  # --batch-size 128 (l. 21), drawn with replacement (RandomSampler, l. 81)
+ANP_ITERATIONS = 2000  # --nb-iter 2000 (l. 23); README: "500 clean images and 2000 iterations"
+# prune_neuron_cifar.py --pruning-by threshold (l. 31): prune masks <= threshold (l. 140);
+# 0.2 is the paper's pruning threshold.
 ANP_THRESHOLD = 0.2
-ANP_BATCH = 128
-ANP_ITERATIONS = 200
+
+
+@dataclass(frozen=True)
+class NeuronGroup:
+    """Initializers whose neurons ANP masks: `scale` scaled by (m + δ), `shift` by (1 + δ_b)."""
+
+    scale: str
+    shift: str | None
+    # broadcasts a [neurons] vector along the scale's neuron axis
+    shape: tuple[int, ...]
+
+    @property
+    def neurons(self) -> int:
+        return int(np.prod(self.shape))
+
+
+def neuron_groups(model: OnnxModel) -> list[NeuronGroup]:
+    """The BatchNormalization nodes' scale and shift, or (no BatchNorm) every unit but the
+    classifier."""
+    floats = {
+        name
+        for name, init in model.initializers.items()
+        if init.data_type == onnx.TensorProto.FLOAT
+    }
+    groups = [
+        NeuronGroup(node.input[1], node.input[2], tuple(model.initializers[node.input[1]].dims))
+        for node in model.proto.graph.node
+        if node.op_type == "BatchNormalization"
+        and node.input[1] in floats
+        and node.input[2] in floats
+    ]
+    if groups:
+        return groups
+    return [
+        NeuronGroup(
+            u.weight,
+            u.bias,
+            tuple(channel_shape(u, len(model.initializers[u.weight].dims))),
+        )
+        for u in model.units[:-1]
+    ]
+
+
+def scaled(
+    view: TorchView,
+    groups: list[NeuronGroup],
+    scale: list[torch.Tensor],
+    shift: list[torch.Tensor] | None,
+) -> dict[str, torch.Tensor]:
+    overrides = {}
+    for index, group in enumerate(groups):
+        overrides[group.scale] = view.parameter(group.scale) * scale[index].reshape(group.shape)
+        if group.shift is not None and shift is not None:
+            overrides[group.shift] = view.parameter(group.shift) * shift[index]
+    return overrides
+
+
+def optimize_masks(
+    view: TorchView,
+    groups: list[NeuronGroup],
+    x_all: torch.Tensor,
+    y_all: torch.Tensor,
+    iterations: int,
+    seed: int,
+) -> list[torch.Tensor]:
+    """`mask_train` of optimize_mask_cifar.py, `iterations` mini-batches long."""
+    view.requires_grad_(False)
+    masks = [torch.ones(g.neurons, requires_grad=True) for g in groups]
+    noise = [torch.zeros(g.neurons, requires_grad=True) for g in groups]
+    noise_shift = [torch.zeros(g.neurons, requires_grad=True) for g in groups]
+    mask_optimizer = torch.optim.SGD(masks, lr=ANP_MASK_LR, momentum=ANP_MASK_MOMENTUM)
+    generator = torch.Generator().manual_seed(seed)
+
+    def perturbed_loss(x: torch.Tensor, y: torch.Tensor, shift: list[torch.Tensor]) -> torch.Tensor:
+        scale = [m + n for m, n in zip(masks, noise)]
+        return F.cross_entropy(view(x, overrides=scaled(view, groups, scale, shift)), y)
+
+    for _ in range(iterations):
+        rows = torch.randint(len(x_all), (ANP_BATCH,), generator=generator)
+        x, y = x_all[rows], y_all[rows]
+        with torch.no_grad():  # reset(rand_init=True)
+            for values in (*noise, *noise_shift):
+                values.uniform_(-ANP_EPS, ANP_EPS, generator=generator)
+        for _ in range(ANP_STEPS):
+            shift = [1 + n for n in noise_shift]
+            grads = torch.autograd.grad(perturbed_loss(x, y, shift), [*noise, *noise_shift])
+            with torch.no_grad():  # sign_grad, then SGD with lr eps/steps on the negated loss
+                for values, grad in zip((*noise, *noise_shift), grads):
+                    values += ANP_EPS / ANP_STEPS * grad.sign()
+        mask_optimizer.zero_grad()
+        robust = perturbed_loss(x, y, [1 + n.detach() for n in noise_shift])
+        natural = F.cross_entropy(view(x, overrides=scaled(view, groups, masks, None)), y)
+        (ANP_ALPHA * natural + (1 - ANP_ALPHA) * robust).backward()
+        mask_optimizer.step()
+        with torch.no_grad():  # clip_mask
+            for mask in masks:
+                mask.clamp_(0.0, 1.0)
+    return [m.detach() for m in masks]
 
 
 @register
@@ -32,63 +150,27 @@ class Anp(RepairMethod):
     label = "ANP"
     summary = "adversarial neuron pruning on clean data (no fine-tuning)"
     scenarios = ("backdoor",)
+    clean_only: ClassVar[bool] = True
 
     def __init__(self, iterations: int = ANP_ITERATIONS):
+        # the benchmark's quick runs lower it
         self.iterations = iterations
 
     def plan(self, problem: RepairProblem) -> MethodPlan:
-        """Pruning follows ANP's "by fraction" variant: neurons in increasing mask order while
-        clean validation accuracy stays within 4 points (with few mask iterations the paper's
-        fixed threshold 0.2 would prune almost nothing); those under it always go first."""
         model = problem.model
-        units = model.units[:-1]  # every unit but the classifier output
-        view = problem.fresh_view().requires_grad_(False)
-        masks = [torch.ones(u.neurons, requires_grad=True) for u in units]
-        noise_w = [torch.zeros(u.neurons, requires_grad=True) for u in units]
-        noise_b = [torch.zeros(u.neurons, requires_grad=True) for u in units]
-        mask_optimizer = torch.optim.SGD(masks, lr=ANP_MASK_LR, momentum=0.9)
-        noise_optimizer = torch.optim.SGD([*noise_w, *noise_b], lr=ANP_EPS)
-        generator = torch.Generator().manual_seed(problem.context.seed)
-        x_all = torch.from_numpy(problem.train.x)
-        y_all = torch.from_numpy(problem.train.y.astype(np.int64))
-
-        def loss_with(weight_scale, bias_scale, x, y) -> torch.Tensor:
-            return F.cross_entropy(
-                view(x, overrides=scaled_overrides(view, units, weight_scale, bias_scale)), y
-            )
-
-        ones = [torch.ones(u.neurons) for u in units]
-        for _ in range(self.iterations):
-            rows = torch.randint(len(x_all), (min(ANP_BATCH, len(x_all)),), generator=generator)
-            x, y = x_all[rows], y_all[rows]
-            with torch.no_grad():
-                for noise in (*noise_w, *noise_b):
-                    noise.uniform_(-ANP_EPS, ANP_EPS, generator=generator)
-            # One ascent step on the perturbation (maximize the loss), then project.
-            noise_optimizer.zero_grad()
-            perturbed = [m + n for m, n in zip(masks, noise_w)]
-            (-loss_with(perturbed, [1 + n for n in noise_b], x, y)).backward()
-            noise_optimizer.step()
-            with torch.no_grad():
-                for noise in (*noise_w, *noise_b):
-                    noise.clamp_(-ANP_EPS, ANP_EPS)
-            mask_optimizer.zero_grad()
-            natural = loss_with(masks, ones, x, y)
-            perturbed = [m + n.detach() for m, n in zip(masks, noise_w)]
-            robust = loss_with(perturbed, [1 + n.detach() for n in noise_b], x, y)
-            (ANP_TRADEOFF * natural + (1 - ANP_TRADEOFF) * robust).backward()
-            mask_optimizer.step()
-            with torch.no_grad():
-                for mask in masks:
-                    mask.clamp_(0.0, 1.0)
-        values = torch.cat([m.detach() for m in masks]).numpy()
-        flat = [(k, i) for k, u in enumerate(units) for i in range(u.neurons)]
-        order = [flat[i] for i in np.argsort(values, kind="stable")]
-        below = int(np.sum(values < ANP_THRESHOLD))
-        limit = max(below, int(PRUNING_MAX_SHARE * len(order) / 2))
-        held = problem.held
-        pruned = max(
-            below, prune_in_order(problem.fresh_view(), held.x, held.y, units, order, limit)
+        groups = neuron_groups(model)
+        masks = optimize_masks(
+            problem.fresh_view(),
+            groups,
+            torch.from_numpy(problem.train.x),
+            torch.from_numpy(problem.train.y.astype(np.int64)),
+            self.iterations,
+            problem.context.seed,
         )
-        neurons = [(units[k].name, i) for k, i in order[:pruned]]
-        return MethodPlan({}, zeroed=pruned_masks(model, neurons, with_bias=False), fine_tune=False)
+        zeroed = {}
+        for group, mask in zip(groups, masks):
+            pruned = (mask <= ANP_THRESHOLD).numpy().reshape(group.shape)
+            if pruned.any():
+                shape = tuple(model.initializers[group.scale].dims)
+                zeroed[group.scale] = np.broadcast_to(pruned, shape).copy()
+        return MethodPlan({}, zeroed=zeroed, fine_tune=False)

@@ -20,6 +20,7 @@ from inner_onnx.repair.trainer import ProbeTerm
 
 if TYPE_CHECKING:
     from inner_onnx.repair.problem import RepairProblem
+    from inner_onnx.torchview import TorchView
 
 Masks = dict[str, np.ndarray]
 
@@ -34,6 +35,10 @@ class MethodPlan:
     # the method's own loss weights (None: the scenario's)
     loss: LossWeights | None = None
     fine_tune: bool = True
+    # A view the method has already trained with its own loop (NAD, i-BAU, ...): the pipeline
+    # writes it back instead of a fresh view. Its `masks` then say which values the method
+    # may have changed, and `fine_tune=False` keeps the MaskedTrainer off it.
+    view: TorchView | None = None
 
 
 class RepairMethod(ABC):
@@ -48,6 +53,8 @@ class RepairMethod(ABC):
     scenarios: ClassVar[tuple[str, ...]] = ("backdoor", "adversarial", "wrong")
     # needs INNER's localization (the benchmark adds its time; `--faults` may replace it)
     uses_faults: ClassVar[bool] = False
+    # uses no bad samples (clean data only): the benchmark's clean-data track lists these
+    clean_only: ClassVar[bool] = False
 
     @abstractmethod
     def plan(self, problem: RepairProblem) -> MethodPlan:

@@ -23,8 +23,13 @@ def _values(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
 
 
+# ANP at its reference's 2,000 mask iterations takes most of a minute here; 200 prune too.
+QUICK_ANP_ITERATIONS = 200
+
+
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_method_repairs_through_the_stages(name: str) -> None:
+def test_method_repairs_through_the_stages(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(METHODS["anp"], "iterations", QUICK_ANP_ITERATIONS)
     model, clean, source, evaluation = backdoor_problem_inputs()
     settings = settings_for("backdoor", method=name, epochs=2, top_k=4)
     context = RunContext(seed=1)
@@ -36,7 +41,10 @@ def test_method_repairs_through_the_stages(name: str) -> None:
     result = repair(model, clean, source, settings, context, evaluation=evaluation)
     assert result.method == name
     before, after = _values(model.proto), _values(result.proto)
-    assert result.changed_count > 0
+    if plan.masks or plan.zeroed:
+        assert result.changed_count > 0
+    else:  # nothing to change (Neural Cleanse flagged no class): nothing changed
+        assert result.changed_count == 0
     for key, values in after.items():
         moved = values != before[key]
         if key not in allowed:

@@ -1,0 +1,43 @@
+"""FT-SAM: its step is not plain SGD's (it takes the gradient at the adaptive worst case
+within ρ), and with ρ = 0 it is exactly plain SGD's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inner_onnx.context import RunContext
+from inner_onnx.repair.methods.clean_training import (
+    BACKDOORBENCH_FT,
+    descent_step,
+    make_optimizer,
+    unit_parameters,
+)
+from inner_onnx.repair.methods.ft_sam import sam_step, smooth_cross_entropy
+from inner_onnx.repair.pipeline import settings_for
+from inner_onnx.repair.problem import RepairProblem
+from tests.support.backdoor import backdoor_problem_inputs
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _after_one_step(rho: float | None) -> list[torch.Tensor]:
+    model, clean, source, _ = backdoor_problem_inputs()
+    settings = settings_for("backdoor", method="ft_sam")
+    problem = RepairProblem.prepare(model, clean, source, settings, RunContext(seed=0))
+    view = problem.fresh_view()
+    parameters = unit_parameters(model, view)
+    loss = smooth_cross_entropy(view)
+    step = descent_step(loss) if rho is None else sam_step(loss, parameters, rho=rho)
+    x = torch.from_numpy(problem.train.x[:64])
+    y = torch.from_numpy(problem.train.y[:64]).long()
+    step(make_optimizer(parameters, BACKDOORBENCH_FT), x, y)
+    return [p.detach().clone() for p in parameters]
+
+
+def test_sam_step_differs_from_sgd_and_reduces_to_it_without_radius() -> None:
+    sgd = _after_one_step(None)
+    sam = _after_one_step(2.0)
+    flat = _after_one_step(0.0)
+    assert any(not torch.allclose(a, b) for a, b in zip(sgd, sam))
+    assert all(torch.allclose(a, b) for a, b in zip(sgd, flat))
