@@ -74,7 +74,13 @@ ScenarioOpt = Annotated[
 ]
 MethodOpt = Annotated[
     str,
-    typer.Option("--method", help=" | ".join(f"{n}: {m.summary}" for n, m in METHODS.items())),
+    typer.Option(
+        "--method",
+        help="auto: try "
+        + ", ".join(RepairSettings().auto.candidates)
+        + " (fewest changeable values first) and keep the first that meets the validation "
+        "targets, else the best | " + " | ".join(f"{n}: {m.summary}" for n, m in METHODS.items()),
+    ),
 ]
 GranularityOpt = Annotated[
     str | None,

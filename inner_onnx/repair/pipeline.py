@@ -17,6 +17,7 @@ from inner_onnx.localize.faults import FaultSet
 from inner_onnx.measure.evaluation import EvaluationSet, evaluate
 from inner_onnx.measure.metrics import Metrics
 from inner_onnx.progress import QUIET, Reporter
+from inner_onnx.repair.auto import AUTO, Selection, select
 from inner_onnx.repair.methods import METHODS, MethodPlan, RepairMethod, method_named
 from inner_onnx.repair.problem import RepairProblem
 from inner_onnx.repair.result import RepairResult
@@ -33,7 +34,10 @@ def settings_for(scenario: str, **options: object) -> RepairSettings:
     return scenario_named(scenario).default_settings().with_options(**options)  # type: ignore[arg-type]
 
 
-def check_method(name: str, scenario: str, faults_given: bool) -> RepairMethod:
+def check_method(name: str, scenario: str, faults_given: bool) -> RepairMethod | None:
+    """The method named (None for auto), or a one-line refusal of a bad combination."""
+    if name == AUTO:
+        return None
     method = method_named(name, scenario)
     if faults_given and not method.uses_faults:
         users = ", ".join(n for n, m in METHODS.items() if m.uses_faults)
@@ -57,11 +61,18 @@ def repair(
         started = time.perf_counter()
         torch.manual_seed(context.seed)
         problem = RepairProblem.prepare(model, clean, source, settings, context, faults, reporter)
-        plan = method.plan(problem)
-        evaluation = problem.evaluation_set(evaluation)
-        before = evaluate(problem.runner, evaluation, context.seed, reporter)
-        view, outcome = run_plan(problem, plan)
-        result = finish(problem, view, outcome, before, evaluation)
+        selection = None
+        if method is None:
+            evaluation = problem.evaluation_set(evaluation)
+            before = evaluate(problem.runner, evaluation, context.seed, reporter)
+            selection = select(problem)
+            view, outcome = selection.view, selection.outcome
+        else:
+            plan = method.plan(problem)
+            evaluation = problem.evaluation_set(evaluation)
+            before = evaluate(problem.runner, evaluation, context.seed, reporter)
+            view, outcome = run_plan(problem, plan)
+        result = finish(problem, view, outcome, before, evaluation, selection)
         result.seconds = time.perf_counter() - started
         return result
 
@@ -110,6 +121,7 @@ def finish(
     outcome: TrainOutcome,
     before: Metrics,
     evaluation: EvaluationSet,
+    selection: Selection | None = None,
 ) -> RepairResult:
     """Write back, measure in onnxruntime, stamp provenance and verify the bytes."""
     model, context = problem.model, problem.context
@@ -119,7 +131,7 @@ def finish(
     result = RepairResult(
         proto,
         problem.scenario.name,
-        problem.settings.method,
+        selection.method if selection is not None else problem.settings.method,
         before,
         after,
         evaluation.name or evaluation.data.source,
@@ -129,6 +141,7 @@ def finish(
         outcome,
         0.0,
         settings_record(problem),
+        [c.to_dict() for c in selection.candidates] if selection is not None else None,
     )
     result.proto = with_provenance(proto, provenance(result))
     verify(result.proto, repaired, evaluation.data.x)
@@ -156,4 +169,5 @@ def provenance(result: RepairResult) -> dict[str, object]:
         "targets_met": result.targets_met,
         "targets_missed": result.outcome.missed,
         "targets_confidence": result.outcome.confidence,
+        "auto_candidates": result.candidates,
     }

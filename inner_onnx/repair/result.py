@@ -25,6 +25,8 @@ class RepairResult:
     outcome: TrainOutcome
     seconds: float
     settings: dict = field(default_factory=dict)
+    # --method auto: every candidate's validation figures (None: one method ran)
+    candidates: list[dict] | None = None
 
     @property
     def changed_count(self) -> int:
@@ -53,6 +55,7 @@ class RepairResult:
             "targets_met": self.targets_met,
             "targets_missed": self.outcome.missed,
             "targets_confidence": self.outcome.confidence,
+            "auto_candidates": self.candidates,
             "faults": faults,
             "changed_weights": {
                 "count": self.changed_count,

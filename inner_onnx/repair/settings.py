@@ -75,12 +75,23 @@ class StoppingRule:
 
 
 @dataclass(frozen=True)
+class AutoSettings:
+    """`--method auto` (repair/auto.py): which candidates, and how long to try them."""
+
+    candidates: tuple[str, ...] = ("inner", "inner_ref", "ft_faults", "ft_last2", "ft")
+    # stop starting new candidates once this many times the first candidate's time is spent,
+    # so auto costs about (1 + this) candidate runs at most; None: try them all
+    budget_factor: float | None = 2.0
+
+
+@dataclass(frozen=True)
 class RepairSettings:
     method: str = "inner"
     training: TrainingSettings = field(default_factory=TrainingSettings)
     loss: LossWeights = field(default_factory=LossWeights)
     stopping: StoppingRule = field(default_factory=StoppingRule)
     localize: LocalizeSettings = field(default_factory=LocalizeSettings)
+    auto: AutoSettings = field(default_factory=AutoSettings)
 
     def with_options(
         self,

@@ -20,7 +20,7 @@ METHODS: dict[str, RepairMethod] = dict(sorted(REGISTRY.items()))
 
 def method_named(name: str, scenario: str | None = None) -> RepairMethod:
     if name not in METHODS:
-        raise InputError(f"unknown method {name!r}; choose {', '.join(METHODS)}")
+        raise InputError(f"unknown method {name!r}; choose auto, {', '.join(METHODS)}")
     method = METHODS[name]
     if scenario is not None and scenario not in method.scenarios:
         raise InputError(
