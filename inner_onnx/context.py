@@ -26,6 +26,13 @@ class RunContext:
         if self.threads < 1:
             raise InputError(f"--threads must be at least 1, got {self.threads}")
 
+    @property
+    def torch_device(self) -> str:
+        """Where the torch side runs: CUDA when asked for, or offered under auto."""
+        if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()):
+            return "cuda"
+        return "cpu"
+
     @contextmanager
     def pinned(self) -> Iterator[None]:
         """Run torch on `threads` threads for the duration."""

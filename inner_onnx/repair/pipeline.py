@@ -152,7 +152,7 @@ def settings_record(problem: RepairProblem) -> dict[str, object]:
     record: dict[str, object] = asdict(problem.settings)
     record["seed"] = problem.context.seed
     record["threads"] = problem.context.threads
-    record["bad_source"] = problem.source.record()
+    record["bad_source"] = {**problem.source.record(), "synthesized": problem.train_bad.origin}
     return record
 
 

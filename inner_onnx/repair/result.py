@@ -56,6 +56,7 @@ class RepairResult:
             "targets_missed": self.outcome.missed,
             "targets_confidence": self.outcome.confidence,
             "auto_candidates": self.candidates,
+            "bad_source": self.settings.get("bad_source"),
             "faults": faults,
             "changed_weights": {
                 "count": self.changed_count,

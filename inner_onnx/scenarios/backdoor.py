@@ -1,13 +1,18 @@
 """Backdoor: triggered inputs go to the attacker's class.
 
 Bad samples are triggered inputs with their true labels, from `--bad BAD.npz` or
-stamped on the clean data with `--trigger SPEC` and `--target-label`.
+stamped on the clean data with `--trigger SPEC` and `--target-label`. With
+neither, a trigger scan of the clean training split (Neural Cleanse,
+inner_onnx/scan) reverse-engineers the trigger of the most anomalous class (or of
+`--target-label`), and the reversed trigger stamped on clean samples of the other
+classes, true labels kept, becomes the bad samples.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from inner_onnx.errors import InputError
 from inner_onnx.io.data import Dataset, load_npz
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.localize.pipeline import LocalizeSettings
@@ -79,6 +84,8 @@ class Backdoor(Scenario):
     def split_bad(
         self, source: BadSource, train: Dataset, held: Dataset, fraction: float, sampler: Sampler
     ) -> tuple[BadSamples, BadSamples]:
+        if self._given(source, sampler.model) is None and source.trigger is None:
+            return self._from_scan(source, train, held, sampler)
         if self._given(source, sampler.model) is not None:
             every = self.bad_samples(source, train, sampler)
             train_rows, held_rows = checked_split(every.data, fraction, sampler.seed)
@@ -90,6 +97,49 @@ class Backdoor(Scenario):
             self.bad_samples(source, train, sampler),
             self.bad_samples(source, held, replace(sampler, reporter=QUIET)),
         )
+
+    def check_source(self, given: list[str]) -> None:
+        """Either option, or neither (then a trigger scan finds the bad samples)."""
+        if given and given[0] not in self.sources:
+            raise InputError(f"{given[0]} does not fit --scenario backdoor; use --bad or --trigger")
+
+    @staticmethod
+    def _from_scan(
+        source: BadSource, train: Dataset, held: Dataset, sampler: Sampler
+    ) -> tuple[BadSamples, BadSamples]:
+        from inner_onnx.scan import scan
+
+        model = sampler.model
+        chosen = [source.target_label] if source.target_label is not None else None
+        found = scan(
+            sampler.forward,
+            train.x,
+            train.y,
+            model.input.layout,
+            model.num_classes,
+            classes=chosen,
+            seed=sampler.seed,
+            reporter=sampler.reporter,
+        )
+        target = source.target_label if source.target_label is not None else found.target_label
+        if target is None:
+            raise InputError(
+                "the trigger scan finds no suspicious class: no backdoor to repair (give --bad, "
+                "--trigger, or --target-label to repair a class anyway)"
+            )
+        anomaly = next(c.anomaly_index for c in found.classes if c.label == target)
+        origin = {
+            "synthesized_by": "neural_cleanse scan of the training split",
+            "target_label": target,
+            "anomaly_index": anomaly,
+            "flagged": found.flagged,
+        }
+        parts = []
+        for data in (train, held):
+            x, y = found.bad_samples(data.x, data.y, target)
+            parts.append(BadSamples(Dataset(x, y, f"{data.source} + scan trigger"), target))
+        parts[0].origin = parts[1].origin = origin
+        return parts[0], parts[1]
 
     def measure(
         self, forward: Forward, clean: Dataset, bad: BadSamples, num_classes: int, seed: int

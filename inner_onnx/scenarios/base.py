@@ -73,6 +73,8 @@ class BadSamples:
     # adversarial: how to make more against changed weights (repair regenerates them)
     attack: AttackSpec | None = None
     clip: tuple[float, float] | None = None
+    # where samples the tool made itself came from (a trigger scan), for the provenance
+    origin: dict[str, object] | None = None
 
     @property
     def follows_weights(self) -> bool:

@@ -517,7 +517,6 @@ def test_malformed_or_unfit_trigger_spec(
     argvalues=[
         (["--scenario", "poison"], "unknown scenario 'poison'"),
         (["--scenario", ""], "unknown scenario"),
-        (["--scenario", "backdoor"], "needs --bad or --trigger"),
         (["--scenario", "adversarial"], "needs --attack"),
         (["--scenario", "wrong", "--attack", "fgsm:eps=0.1"], "does not fit"),
         (["--scenario", "adversarial", "--bad", "{data}"], "does not fit"),

@@ -34,7 +34,8 @@ def test_registry_holds_the_three_defects_in_design_order() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"scenario": "backdoor"}, "needs --bad or --trigger"),
+        ({"scenario": "adversarial"}, "needs --attack"),
+        ({"scenario": "backdoor", "attack": "x"}, "does not fit --scenario backdoor"),
         ({"scenario": "nonsense", "bad_path": Path("b.npz")}, "unknown scenario"),
         ({"scenario": "wrong", "bad_path": Path("b.npz")}, "does not fit"),
         ({"scenario": "adversarial", "bad_path": Path("b.npz")}, "use --attack"),
