@@ -15,6 +15,7 @@ from inner_onnx.cli.options import (
     ClipOpt,
     DataOpt,
     DeviceOpt,
+    FaultRuleOpt,
     ForceOpt,
     GranularityOpt,
     JsonOpt,
@@ -47,6 +48,7 @@ def localize(
     granularity: GranularityOpt = None,
     layers: LayersOpt = None,
     top_k: TopKOpt = None,
+    fault_rule: FaultRuleOpt = None,
     threads: ThreadsOpt = 1,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -71,7 +73,7 @@ def localize(
     # the scenario's localization defaults, as `repair` uses them (so `repair --faults`
     # gets the set repair would find)
     settings = settings_for(
-        source.scenario, layers=layers, granularity=granularity, top_k=top_k
+        source.scenario, layers=layers, granularity=granularity, top_k=top_k, fault_rule=fault_rule
     ).localize
     context = RunContext(seed, threads, device)
     trigger_file = [source.trigger.path] if source.trigger is not None else []

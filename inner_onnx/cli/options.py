@@ -124,3 +124,11 @@ ValFractionOpt = Annotated[
         + ".",
     ),
 ]
+FaultRuleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--fault-rule",
+        help="top: the most-voted neurons or weights per unit (--top-k); union: every one "
+        "with a routing vote (the reference code's rule). Default top.",
+    ),
+]

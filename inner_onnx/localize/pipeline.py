@@ -27,6 +27,8 @@ class LocalizeSettings:
     layers: int = 3
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     probe_holdout: float = 0.2
+    # whether the classifier (the last unit) may be selected; the reference never selects it
+    select_output_unit: bool = True
     # a small change is the point of INNER: unless the user sets --top-k, the fault set covers
     # at most this share of the unit weights (None: no limit)
     max_weight_fraction: float | None = 0.1
@@ -130,7 +132,10 @@ def localize(
         clean_labels=clean.y,
         bad_labels=bad.y[shown],
     )
-    selected = select_layers(scores, min(settings.layers, len(candidates)))
+    selectable = dict(scores)
+    if not settings.select_output_unit and len(selectable) > 1:
+        selectable.pop(model.units[-1].name, None)
+    selected = select_layers(selectable, min(settings.layers, len(selectable)))
     rows = choose_route_samples(bad_wrong, settings.routing.max_samples, seed)
     with reporter.step("neuron routing", len(selected)) as advance:
         neurons, weight_indices, unit_votes = route(
@@ -155,6 +160,7 @@ def localize(
         record,
     )
     budgeted = settings.routing.granularity == "neuron" and settings.routing.top_k is None
+    budgeted = budgeted and settings.routing.fault_rule == "top"
     if settings.max_weight_fraction is not None and budgeted:
         faults = faults.within_budget(model, settings.max_weight_fraction)
     return Localization(faults, probes, clean_features, clean_correct)

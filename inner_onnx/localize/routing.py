@@ -33,6 +33,9 @@ from inner_onnx.torchview import TorchView
 GRANULARITIES = ("neuron", "weight")
 
 
+FAULT_RULES = ("top", "union")
+
+
 @dataclass(frozen=True)
 class RoutingSettings:
     granularity: str = "neuron"
@@ -43,16 +46,30 @@ class RoutingSettings:
     # neurons (or weight elements) kept per unit; None: `top_fraction` of the unit, at least one
     top_k: int | None = None
     top_fraction: float = 0.1
+    # "top": the `keep` most-voted neurons (or weights) per unit; "union": every one with at
+    # least one vote, the rule of the paper's reference code (its top-k cut is commented out)
+    fault_rule: str = "top"
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
             raise InputError(
                 f"unknown granularity {self.granularity!r}; choose {' or '.join(GRANULARITIES)}"
             )
+        if self.fault_rule not in FAULT_RULES:
+            raise InputError(
+                f"unknown fault rule {self.fault_rule!r}; choose {' or '.join(FAULT_RULES)}"
+            )
         if self.top_k is not None and self.top_k < 1:
             raise InputError(f"--top-k must be at least 1, got {self.top_k}")
         if not 0 < self.top_fraction <= 1:
             raise InputError(f"top fraction must be in (0, 1], got {self.top_fraction}")
+
+    def kept(self, votes: np.ndarray) -> np.ndarray:
+        """Indices the rule keeps, most votes first (ties by index: deterministic)."""
+        if self.fault_rule == "union":
+            voted = np.flatnonzero(votes > 0)
+            return voted[np.argsort(-votes[voted], kind="stable")] if len(voted) else _top(votes, 1)
+        return _top(votes, self.keep(votes.size))
 
     def keep(self, size: int) -> int:
         if self.top_k is not None:
@@ -197,7 +214,7 @@ def route(
         votes = router.votes(captured[router.input_name].detach())
         if settings.granularity == "weight":
             flat = votes.reshape(-1)
-            kept = _top(flat, settings.keep(flat.size))
+            kept = settings.kept(flat)
             weight_indices[unit.name] = [int(i) for i in kept]
             kept_mask = np.zeros(flat.size, dtype=bool)
             kept_mask[kept] = True
@@ -206,7 +223,7 @@ def route(
             chosen = chosen[np.argsort(-per_neuron[chosen], kind="stable")]
         else:
             per_neuron = votes
-            chosen = _top(per_neuron, settings.keep(unit.neurons))
+            chosen = settings.kept(per_neuron)
         neurons += [FaultNeuron(unit.name, int(i), int(per_neuron[i])) for i in chosen]
         unit_votes[unit.name] = [int(v) for v in _per_neuron(votes, unit)]
         if progress:

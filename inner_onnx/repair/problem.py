@@ -17,7 +17,12 @@ from inner_onnx.context import RunContext
 from inner_onnx.io.data import Dataset
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.localize.faults import FaultSet
-from inner_onnx.localize.pipeline import Localization, localize, probes_for_faults
+from inner_onnx.localize.pipeline import (
+    Localization,
+    LocalizeSettings,
+    localize,
+    probes_for_faults,
+)
 from inner_onnx.measure.attacks import input_range
 from inner_onnx.measure.evaluation import EvaluationSet
 from inner_onnx.progress import QUIET, Reporter
@@ -45,7 +50,7 @@ class RepairProblem:
     # a fault set the user gave (`--faults`); else localized on first use
     given_faults: FaultSet | None = None
     localize_seconds: float = 0.0
-    _localization: Localization | None = field(default=None, repr=False)
+    _localizations: dict[LocalizeSettings, Localization] = field(default_factory=dict, repr=False)
 
     @classmethod
     def prepare(
@@ -92,32 +97,36 @@ class RepairProblem:
     def validation(self) -> ValidationSplit:
         return ValidationSplit(self.held, self.held_bad, self.scenario)
 
-    def localization(self) -> Localization:
+    def localization(self, settings: LocalizeSettings | None = None) -> Localization:
         """INNER's fault set and the probes of its units: the given fault set with probes
-        fitted afresh, or localized now (once; its wall time kept in localize_seconds)."""
-        if self._localization is None:
+        fitted afresh, or localized now with `settings` (default: the problem's), once per
+        settings; the first localization's wall time is kept in localize_seconds."""
+        settings = settings or self.settings.localize
+        if settings not in self._localizations:
             started = time.perf_counter()
             if self.given_faults is not None:
-                self._localization = probes_for_faults(
+                found = probes_for_faults(
                     self.runner,
                     self.train,
                     self.given_faults,
-                    self.settings.localize,
+                    settings,
                     self.context.seed,
                     self.reporter,
                 )
             else:
-                self._localization = localize(
+                found = localize(
                     self.runner,
                     self.fresh_view(),
                     self.train,
                     self.train_bad.data,
-                    self.settings.localize,
+                    settings,
                     self.context.seed,
                     self.reporter,
                 )
-            self.localize_seconds = time.perf_counter() - started
-        return self._localization
+            self._localizations[settings] = found
+            if settings == self.settings.localize:
+                self.localize_seconds = time.perf_counter() - started
+        return self._localizations[settings]
 
     @property
     def faults(self) -> FaultSet:
@@ -126,11 +135,14 @@ class RepairProblem:
     @property
     def found_faults(self) -> FaultSet | None:
         """The fault set, if a method asked for it (None: no localization ran)."""
-        return self._localization.faults if self._localization is not None else None
+        found = self._localizations.get(self.settings.localize)
+        if found is None and self._localizations:
+            found = next(iter(self._localizations.values()))
+        return found.faults if found is not None else None
 
-    def probe_terms(self) -> list[ProbeTerm]:
+    def probe_terms(self, settings: LocalizeSettings | None = None) -> list[ProbeTerm]:
         """The selected units' probes, each with its per-class teachers."""
-        found = self.localization()
+        found = self.localization(settings)
         return [
             ProbeTerm(
                 name,

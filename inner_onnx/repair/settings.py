@@ -101,6 +101,7 @@ class RepairSettings:
         layers: int | None = None,
         granularity: str | None = None,
         top_k: int | None = None,
+        fault_rule: str | None = None,
         validation_fraction: float | None = None,
     ) -> RepairSettings:
         """These settings with what the user gave on the command line (None: keep)."""
@@ -114,7 +115,7 @@ class RepairSettings:
             stopping = replace(stopping, validation_fraction=validation_fraction)
         if layers is not None:
             localize = replace(localize, layers=layers)
-        if granularity is not None or top_k is not None:
+        if granularity is not None or top_k is not None or fault_rule is not None:
             routing: RoutingSettings = localize.routing
             localize = replace(
                 localize,
@@ -122,6 +123,7 @@ class RepairSettings:
                     routing,
                     granularity=granularity or routing.granularity,
                     top_k=top_k if top_k is not None else routing.top_k,
+                    fault_rule=fault_rule or routing.fault_rule,
                 ),
             )
         return replace(
