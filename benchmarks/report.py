@@ -213,7 +213,9 @@ def overall_lines(table: dict[Key, dict[str, dict]]) -> list[str]:
             row = gathered[method]
             row["rank"].append(rank)
             row["accuracy"].append(metrics["clean_accuracy"][0] - original["clean_accuracy"][0])
-            row[kind].append(metrics[bad][0] - (0.0 if kind == "backdoor" else original[bad][0]))
+            # a defect rate (ASR) is shown as is, an accuracy as its gain over the original
+            gain = SCENARIOS[kind].bad_metric_higher_is_better
+            row[kind].append(metrics[bad][0] - (original[bad][0] if gain else 0.0))
             row["changed"].append(metrics["weights_changed"][0])
 
     def average(values: list[float], digits: int = 3, sign: str = "+") -> str:

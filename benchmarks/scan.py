@@ -29,7 +29,6 @@ import torch
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.scan import ScanResult, scan
 from inner_onnx.scan.neural_cleanse import anomaly_indices
-from inner_onnx.torchview import TorchView
 
 
 def parse_folder(text: str) -> tuple[Path, int | None]:
@@ -39,7 +38,7 @@ def parse_folder(text: str) -> tuple[Path, int | None]:
 
 def run(folder: Path, seed: int) -> ScanResult:
     model = OnnxModel.load(folder / "model.onnx")
-    view = TorchView(model.proto, outputs=[model.logits_name]).eval().requires_grad_(False)
+    view = model.torch_view(frozen=True)
     with np.load(folder / "clean.npz") as data:
         x, y = data["x"], data["y"]
     return scan(view, x, y, model.input.layout, model.num_classes, seed=seed)

@@ -90,6 +90,7 @@ def _print_verdict(summary: dict) -> None:
     stdout.print(line, markup=False)
 
 
+# Over 60 lines only because it maps every option onto the library's settings.
 def run_repair(
     model_path: Path,
     data: Path,

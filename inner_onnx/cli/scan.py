@@ -34,6 +34,7 @@ def parse_classes(text: str | None, num_classes: int) -> list[int] | None:
     return classes
 
 
+# Over 60 lines only because its signature is the command's option list.
 @app.command()
 def scan(
     model_path: ModelArg,

@@ -14,7 +14,6 @@ from inner_onnx.measure.attacks import generate, input_range
 from inner_onnx.measure.metrics import Metrics, summarize
 from inner_onnx.progress import QUIET, Reporter
 from inner_onnx.runtime import Runner
-from inner_onnx.torchview import TorchView
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ def evaluate(
     bad_pred = runner.predict(evaluation.bad.x) if evaluation.bad is not None else None
     robust_pred = None
     if evaluation.attack is not None:
-        view = TorchView(model.proto, outputs=[model.logits_name]).eval().requires_grad_(False)
+        view = model.torch_view(frozen=True)
         clip = input_range(data.x, evaluation.clip)
         with reporter.step(f"attack {evaluation.attack}", len(data)) as advance:
             x_adv = generate(

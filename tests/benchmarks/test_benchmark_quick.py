@@ -15,20 +15,11 @@ FASHION_TEST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 if str(ROOT) not in sys.path:  # `benchmarks` is a folder of the checkout, not an installed package
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.compare import ALL_METHODS  # noqa: E402
 from benchmarks.report import SECTION, replace_section  # noqa: E402
 
-QUICK_METHODS = {
-    "inner",
-    "ft",
-    "inner_ref",
-    "ft_last2",
-    "fine_pruning",
-    "random",
-    "grad_ratio",
-    "anp",
-    "ft_faults",
-    "grad_ratio_faults",
-}
+# every method of the known-bad-samples track, and ANP
+QUICK_METHODS = set(ALL_METHODS)
 
 
 @pytest.mark.slow
