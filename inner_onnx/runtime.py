@@ -28,7 +28,8 @@ from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNot
 
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Inputs, check_layout
-from inner_onnx.io.model import OnnxModel, Unit
+from inner_onnx.io.model import OnnxModel
+from inner_onnx.io.units import Unit
 
 if TYPE_CHECKING:
     import torch

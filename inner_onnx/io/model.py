@@ -10,7 +10,6 @@ a single float input, no weights).
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,63 +20,12 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from inner_onnx.errors import InputError
-from inner_onnx.torchview.graph import FLOAT_TYPES, constant_weights, graph_inputs, node_names
+from inner_onnx.io.outputs import _logits_name, class_output, value_dims
+from inner_onnx.io.units import Unit, find_units
+from inner_onnx.torchview.graph import FLOAT_TYPES, constant_weights, graph_inputs
 
 if TYPE_CHECKING:
     from inner_onnx.torchview import TorchView
-
-UNIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-# Element-wise activations whose output is taken as the unit's activation.
-ACTIVATION_OPS = frozenset(
-    {
-        "Relu",
-        "LeakyRelu",
-        "PRelu",
-        "Elu",
-        "Selu",
-        "Sigmoid",
-        "HardSigmoid",
-        "HardSwish",
-        "Tanh",
-        "Clip",
-        "Softplus",
-        "Softsign",
-        "Gelu",
-        "Mish",
-        "ThresholdedRelu",
-        "Celu",
-    }
-)
-
-
-@dataclass(frozen=True)
-class Unit:
-    """A node with a constant weight (initializer or Constant node); neurons: output channels."""
-
-    name: str
-    op: str
-    weight: str
-    bias: str | None
-    neuron_axis: int
-    neurons: int
-    parameters: int
-    output: str
-    # The tensor read as the unit's activation (its output when no activation follows) ...
-    activation: str
-    # ... and the op that computes it (Relu, Gelu, ...), None when no activation follows.
-    activation_op: str | None = None
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "op": self.op,
-            "weight": self.weight,
-            "bias": self.bias,
-            "neurons": self.neurons,
-            "parameters": self.parameters,
-            "activation": self.activation_op,
-            "activation_tensor": self.activation,
-        }
 
 
 @dataclass(frozen=True)
@@ -250,11 +198,6 @@ def _load_external_data(proto: onnx.ModelProto, base_dir: Path) -> None:
         raise InputError(f"cannot read external data: {exc}") from None
 
 
-def _dims(value: onnx.ValueInfoProto) -> tuple[int | None, ...]:
-    dims = value.type.tensor_type.shape.dim
-    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
-
-
 def model_weights(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     """Constant tensors by name: the initializers, and the float values of Constant nodes
     (by their output name), which older exporters use for weights."""
@@ -267,7 +210,7 @@ def input_specs(graph: onnx.GraphProto, initializers: dict) -> list[InputSpec]:
     """Every real graph input as it is, whatever its type (what `inspect` shows)."""
     specs = []
     for value in graph_inputs(graph, initializers):
-        shape = _dims(value)
+        shape = value_dims(value)
         elem_type = value.type.tensor_type.elem_type
         specs.append(InputSpec(value.name, shape, elem_type, _layout(graph, value.name, shape)))
     return specs
@@ -306,185 +249,3 @@ def _layout(graph: onnx.GraphProto, input_name: str, shape: tuple[int | None, ..
     if channels_last in (1, 3, 4) and channels_first not in (1, 3, 4):
         return "NHWC"
     return "NCHW"
-
-
-# Output names taken as the class scores when several outputs qualify (see `class_output`).
-SCORE_NAMES = frozenset({"logits", "scores", "probabilities"})
-
-
-def output_candidates(graph: onnx.GraphProto) -> list[tuple[str, int]]:
-    """(name, classes) of every graph output that can be class scores: float [N, C >= 2]."""
-    candidates = []
-    for value in graph.output:
-        shape = _dims(value)
-        floating = value.type.tensor_type.elem_type in FLOAT_TYPES
-        if floating and len(shape) == 2 and (shape[1] or 0) >= 2:
-            candidates.append((value.name, int(shape[1])))  # type: ignore[arg-type]
-    return candidates
-
-
-def _score_named(name: str) -> bool:
-    return bool(SCORE_NAMES.intersection(re.split(r"[^a-z0-9]+", name.lower())))
-
-
-def class_output(graph: onnx.GraphProto, output: str | None = None) -> tuple[str, int]:
-    """The class-score output and its class count.
-
-    `output` given: that output, which must be float [N, C >= 2]. Otherwise the
-    single output of that kind; with several, the one whose name has the word
-    `logits`, `scores` or `probabilities` in it (split at non-alphanumerics:
-    `logits`, `output_probabilities`, `head/scores:0`) if exactly one has.
-    Anything else is refused with the list of candidates, never guessed.
-    """
-    candidates = output_candidates(graph)
-    listed = ", ".join(f"{name} [N, {classes}]" for name, classes in candidates) or "none"
-    if output is not None:
-        chosen = [c for c in candidates if c[0] == output]
-        if chosen:
-            return chosen[0]
-        if output in {v.name for v in graph.output}:
-            raise InputError(
-                f"--output {output!r} is not class scores (need a float [N, classes] output, "
-                f"classes >= 2); candidates: {listed}"
-            )
-        raise InputError(f"--output {output!r}: the model has no such output; candidates: {listed}")
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        described = ", ".join(f"{v.name}{list(_dims(v))}" for v in graph.output)
-        raise InputError(
-            f"model output is not class scores (need a float [N, classes] output, classes >= 2; "
-            f"got {described})"
-        )
-    named = [c for c in candidates if _score_named(c[0])]
-    if len(named) == 1:
-        return named[0]
-    raise InputError(
-        f"model has {len(candidates)} outputs that could be class scores ({listed}): "
-        "name one with --output NAME"
-    )
-
-
-def _logits_name(graph: onnx.GraphProto, output: str) -> str:
-    """The tensor before a final Softmax (Keras ends in one): losses need logits."""
-    for node in graph.node:
-        if output in node.output and node.op_type == "Softmax":
-            return node.input[0]
-    return output
-
-
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    return consumers
-
-
-def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
-    return next((int(a.i) for a in node.attribute if a.name == name), default)
-
-
-def _is_float(init: onnx.TensorProto | None) -> bool:
-    return init is not None and init.data_type in FLOAT_TYPES
-
-
-def find_units(graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]) -> list[Unit]:
-    consumers = _consumers(graph)
-    outputs = {o.name for o in graph.output}
-    units = []
-    for name, node in zip(node_names(graph), graph.node):
-        if node.op_type not in UNIT_OPS or len(node.input) < 2:
-            continue
-        weight = initializers.get(node.input[1])
-        if not _is_float(weight) or len(weight.dims) < 2:
-            continue
-        dims = list(weight.dims)
-        if node.op_type == "Conv":
-            axis = 0
-        elif node.op_type == "ConvTranspose":
-            if _attr(node, "group", 1) != 1:
-                # an output channel of a grouped transposed conv is a block over two weight
-                # axes, not a slice of one: not a unit neuron repair can mask
-                continue
-            axis = 1  # weight is [C_in, C_out, k...]
-        elif node.op_type == "Gemm":
-            axis = 0 if _attr(node, "transB", 0) else 1
-        else:
-            if len(dims) != 2:
-                continue
-            axis = 1
-        neurons = dims[axis]
-        bias = None
-        if node.op_type in ("Conv", "ConvTranspose", "Gemm") and len(node.input) > 2:
-            candidate = initializers.get(node.input[2])
-            if _is_float(candidate) and int(np.prod(candidate.dims)) == neurons:
-                bias = node.input[2]
-        output = node.output[0]
-        if node.op_type == "MatMul":
-            bias, output = _matmul_bias(output, neurons, consumers, initializers, outputs, bias)
-        activation, activation_op = _activation_after(output, consumers, initializers, outputs)
-        parameters = int(np.prod(dims)) + (
-            int(np.prod(initializers[bias].dims)) if bias is not None else 0
-        )
-        units.append(
-            Unit(
-                name,
-                node.op_type,
-                node.input[1],
-                bias,
-                axis,
-                neurons,
-                parameters,
-                output,
-                activation,
-                activation_op,
-            )
-        )
-    return units
-
-
-def _activation_after(
-    output: str,
-    consumers: dict[str, list[onnx.NodeProto]],
-    initializers: dict[str, onnx.TensorProto],
-    graph_outputs: set[str],
-) -> tuple[str, str | None]:
-    """The unit's activation tensor and op: past per-channel affine nodes (a BatchNormalization,
-    or the Mul/Add pair a folded one becomes in Keras and tf2onnx graphs) to the element-wise
-    activation after them; the unit's own output and None when no activation follows."""
-    tensor = output
-    while tensor not in graph_outputs:
-        followers = consumers.get(tensor, [])
-        if len(followers) != 1:
-            break
-        node = followers[0]
-        if node.op_type in ACTIVATION_OPS:
-            return node.output[0], node.op_type
-        constant_operand = node.op_type in ("Mul", "Add") and any(
-            name in initializers for name in node.input if name != tensor
-        )
-        if node.op_type != "BatchNormalization" and not constant_operand:
-            break
-        tensor = node.output[0]
-    return output, None
-
-
-def _matmul_bias(
-    output: str,
-    neurons: int,
-    consumers: dict[str, list[onnx.NodeProto]],
-    initializers: dict[str, onnx.TensorProto],
-    graph_outputs: set[str],
-    bias: str | None,
-) -> tuple[str | None, str]:
-    """A MatMul followed by Add with a [C] initializer: the Add holds the bias (Keras, tf2onnx)."""
-    followers = consumers.get(output, [])
-    if len(followers) != 1 or followers[0].op_type != "Add" or output in graph_outputs:
-        return bias, output
-    add = followers[0]
-    other = add.input[1] if add.input[0] == output else add.input[0]
-    candidate = initializers.get(other)
-    if _is_float(candidate) and int(np.prod(candidate.dims)) == neurons:
-        return other, add.output[0]
-    return bias, output

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from inner_onnx.errors import InputError
-from inner_onnx.io.model import OnnxModel, Unit
+from inner_onnx.io.model import OnnxModel
+from inner_onnx.io.units import Unit
 
 FORMAT = "inner-onnx/faults@1"
 

@@ -12,7 +12,8 @@ import numpy as np
 
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Dataset
-from inner_onnx.io.model import OnnxModel, Unit
+from inner_onnx.io.model import OnnxModel
+from inner_onnx.io.units import Unit
 from inner_onnx.localize.faults import FaultSet, UnitScore
 from inner_onnx.localize.probes import ProbeSet
 from inner_onnx.localize.routing import RoutingSettings, choose_route_samples, route

@@ -24,7 +24,8 @@ import torch
 from onnx import helper
 
 from inner_onnx.errors import InputError
-from inner_onnx.io.model import OnnxModel, Unit
+from inner_onnx.io.model import OnnxModel
+from inner_onnx.io.units import Unit
 from inner_onnx.localize.faults import FaultNeuron
 from inner_onnx.localize.probes import LinearProbe
 from inner_onnx.runtime import pool_activation_torch

@@ -17,14 +17,13 @@ from inner_onnx.errors import InputError
 from inner_onnx.io.data import Dataset, Inputs, load_npz
 from inner_onnx.io.model import (
     OnnxModel,
-    class_output,
-    find_units,
     input_specs,
     model_weights,
-    output_candidates,
     parse_model,
     read_model_bytes,
 )
+from inner_onnx.io.outputs import class_output, output_candidates
+from inner_onnx.io.units import find_units
 from inner_onnx.torchview.graph import graph_inputs
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from inner_onnx.errors import InputError
-from inner_onnx.io.model import OnnxModel, output_candidates
+from inner_onnx.io.model import OnnxModel
+from inner_onnx.io.outputs import output_candidates
 from tests.support.variants import two_output_cnn
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from inner_onnx.errors import InputError
-from inner_onnx.io.model import find_units
+from inner_onnx.io.units import find_units
 from inner_onnx.runtime import parity_max_abs_diff
 from inner_onnx.torchview import (
     TorchView,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from inner_onnx.io.model import OnnxModel, Unit
+from inner_onnx.io.model import OnnxModel
+from inner_onnx.io.units import Unit
 from inner_onnx.localize.faults import FaultNeuron, FaultSet
 from inner_onnx.torchview import TorchView
 
