@@ -88,7 +88,7 @@ def run_repair(
     top_k: int | None = None,
     epochs: int | None = None,
     val_fraction: float | None = None,
-    threads: int = 1,
+    threads: int | None = None,
     eval_data: Path | None = None,
     eval_bad: Path | None = None,
     report_dir: Path | None = None,
@@ -149,7 +149,7 @@ def repair_command(
     granularity: GranularityOpt = None,
     layers: LayersOpt = None,
     top_k: TopKOpt = None,
-    threads: ThreadsOpt = 1,
+    threads: ThreadsOpt = None,
     epochs: EpochsOpt = None,
     val_fraction: ValFractionOpt = None,
     eval_data: Annotated[
