@@ -22,6 +22,8 @@ from inner_onnx.errors import InputError
 from inner_onnx.torchview.graph import FLOAT_TYPES, graph_inputs, node_names
 
 if TYPE_CHECKING:
+    import torch
+
     from inner_onnx.torchview import TorchView
 
 UNIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -125,12 +127,13 @@ class OnnxModel:
     def op_types(self) -> list[str]:
         return sorted({node.op_type for node in self.proto.graph.node})
 
-    def torch_view(self, frozen: bool = False) -> TorchView:
+    def torch_view(self, frozen: bool = False, device: torch.device | str = "cpu") -> TorchView:
         """The one way to get the model's class scores as a differentiable torch module, in
-        inference mode; `frozen`: no parameter takes gradients (attacks, teachers)."""
+        inference mode, its parameters on `device`; `frozen`: no parameter takes gradients
+        (attacks, teachers)."""
         from inner_onnx.torchview import TorchView
 
-        view = TorchView(self.proto, outputs=[self.logits_name]).eval()
+        view = TorchView(self.proto, outputs=[self.logits_name]).eval().to(device)
         return view.requires_grad_(False) if frozen else view
 
 

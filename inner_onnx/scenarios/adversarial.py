@@ -6,6 +6,7 @@ space; repair makes them afresh against the current weights for every batch.
 
 from __future__ import annotations
 
+from inner_onnx.batching import BatchSizes
 from inner_onnx.io.data import Dataset
 from inner_onnx.localize.pipeline import LocalizeSettings
 from inner_onnx.localize.routing import RoutingSettings
@@ -59,6 +60,7 @@ class Adversarial(Scenario):
                 clean.y,
                 clip,
                 seed=sampler.seed,
+                batch_size=sampler.sizes.gradient,
                 progress=advance,
             )
         return BadSamples(Dataset(x, clean.y.copy(), str(source.attack)), None, source.attack, clip)
@@ -71,11 +73,17 @@ class Adversarial(Scenario):
         return train_bad, BadSamples(held, None, train_bad.attack, train_bad.clip)
 
     def measure(
-        self, forward: Forward, clean: Dataset, bad: BadSamples, num_classes: int, seed: int
+        self,
+        forward: Forward,
+        clean: Dataset,
+        bad: BadSamples,
+        num_classes: int,
+        seed: int,
+        sizes: BatchSizes = BatchSizes(),
     ) -> Measurement:
-        acc, gap, _ = clean_measurement(forward, clean, num_classes)
-        x_adv = bad.regenerate(forward, clean.x, clean.y, seed)
-        robust = accuracy(predict_labels(forward, x_adv), clean.y)
+        acc, gap, _ = clean_measurement(forward, clean, num_classes, sizes.inference)
+        x_adv = bad.regenerate(forward, clean.x, clean.y, seed, sizes.gradient)
+        robust = accuracy(predict_labels(forward, x_adv, sizes.inference), clean.y)
         return Measurement(acc, robust, gap, "robust_accuracy")
 
     def objective(self, now: Measurement, start: Measurement, rule: StoppingRule) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from inner_onnx.batching import BatchSizes
 from inner_onnx.io.data import Dataset, load_npz
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.localize.pipeline import LocalizeSettings
@@ -90,10 +91,16 @@ class Backdoor(Scenario):
         )
 
     def measure(
-        self, forward: Forward, clean: Dataset, bad: BadSamples, num_classes: int, seed: int
+        self,
+        forward: Forward,
+        clean: Dataset,
+        bad: BadSamples,
+        num_classes: int,
+        seed: int,
+        sizes: BatchSizes = BatchSizes(),
     ) -> Measurement:
-        acc, gap, _ = clean_measurement(forward, clean, num_classes)
-        bad_pred = predict_labels(forward, bad.data.x)
+        acc, gap, _ = clean_measurement(forward, clean, num_classes, sizes.inference)
+        bad_pred = predict_labels(forward, bad.data.x, sizes.inference)
         if bad.target_label is not None:
             asr = attack_success_rate(bad_pred, bad.data.y, bad.target_label)
             return Measurement(acc, asr, gap, "asr")
