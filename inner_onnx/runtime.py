@@ -6,8 +6,8 @@ output a real tensor of the original graph: a fusion never swallows a node whose
 output is a graph output, and the NCHWc layout pass reorders such outputs back,
 so full optimization stays on (the tests compare against torch hooks).
 
-Inputs stream through in batches: memory is one batch of activations plus the
-[N, C] pooled results, whatever N.
+Inputs stream through in batches sized from the model's footprint (batching.py):
+memory is one batch of activations plus the [N, C] pooled results, whatever N.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtIn
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidGraph as OrtInvalidGraph
 from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
 
+from inner_onnx.batching import BatchSizes, Footprint
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Inputs, check_layout
 from inner_onnx.io.model import OnnxModel
@@ -73,6 +74,9 @@ def session_options() -> ort.SessionOptions:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # onnxruntime's warnings (unused initializers, layout notes) are noise to our users.
     options.log_severity_level = ERROR_LOGS_ONLY
+    # The arena keeps the largest batch's memory for the session's life (and a run keeps
+    # several sessions); without it each batch's tensors go back when the batch is done.
+    options.enable_cpu_mem_arena = False
     return options
 
 
@@ -174,11 +178,32 @@ class Runner:
     Build one per model and reuse it: a session costs a graph optimization pass.
     """
 
-    def __init__(self, model: OnnxModel, device: str = "auto"):
+    def __init__(self, model: OnnxModel, device: str = "auto", sizes: BatchSizes | None = None):
         self.model = model
         self.providers = select_providers(device)
         self._model_bytes = model.proto.SerializeToString()
         self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
+        self._sizes = sizes
+
+    def batch_sizes(self, x: np.ndarray) -> BatchSizes:
+        """Batch sizes for this model's passes, from one sample of `x` measured the first time
+        (a model with the same graph, a repaired one, can be given them: `Runner(sizes=)`)."""
+        if self._sizes is None:
+            self._sizes = BatchSizes.for_footprint(self.footprint(x[:1]))
+        return self._sizes
+
+    def footprint(self, sample: np.ndarray) -> Footprint:
+        """What one sample takes: every node output marked, in a session used once (so its
+        arena does not outlive the measurement). A graph with a fixed batch runs that many
+        samples (zero padding) and the total counts for one."""
+        graph = self.model.proto.graph
+        names = list(dict.fromkeys(out for node in graph.node for out in node.output if out))
+        suffix = _extra_outputs_suffix(self.model.proto, names)
+        session = _session(self._model_bytes + suffix, self.providers)
+        runs = max(1, self.fixed_batch or 1)
+        (_, outputs), *_ = self._batches(session, sample, names, 1, cut=False)
+        arrays = [output for output in outputs if isinstance(output, np.ndarray)]
+        return Footprint(int(sample.nbytes), sum(int(a.nbytes) for a in arrays) // runs)
 
     def session(self, extra_outputs: Sequence[str] = ()) -> ort.InferenceSession:
         key = tuple(sorted(set(extra_outputs)))
@@ -227,16 +252,31 @@ class Runner:
         return feeds, count
 
     def iter_outputs(
-        self, x: Batch, names: Sequence[str], batch_size: int = 256
+        self, x: Batch, names: Sequence[str], batch_size: int | None = None
     ) -> Iterator[tuple[slice, list[np.ndarray]]]:
-        """Yield (rows, outputs) per batch, outputs in the order of `names`.
+        """Yield (rows, outputs) per batch, outputs in the order of `names`; `batch_size`
+        None: chosen from the model's footprint (`batch_sizes`).
 
         A model with a fixed batch axis runs at that size, the last batch
         zero-padded and the padding cut from the outputs.
         """
-        arrays = self._arrays(x)
         graph_outputs = {value.name for value in self.model.proto.graph.output}
         session = self.session([name for name in names if name not in graph_outputs])
+        if batch_size is None:
+            batch_size = self.batch_sizes(x).capture
+        yield from self._batches(session, x, names, batch_size)
+
+    def _batches(
+        self,
+        session: ort.InferenceSession,
+        x: Batch,
+        names: Sequence[str],
+        batch_size: int,
+        cut: bool = True,
+    ) -> Iterator[tuple[slice, list[np.ndarray]]]:
+        """`cut`: drop the padding rows of a fixed-batch graph from the outputs (every output
+        then needs a batch axis: constants and shapes marked by `footprint` have none)."""
+        arrays = self._arrays(x)
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
         size = self.fixed_batch or batch_size
@@ -244,7 +284,7 @@ class Runner:
             rows = slice(start, min(start + size, len(x)))
             feeds, count = self._feeds(arrays, rows)
             outputs = self._run(session, names, feeds)
-            yield rows, [output[:count] for output in outputs]
+            yield rows, [output[:count] for output in outputs] if cut else outputs
 
     def _run(
         self, session: ort.InferenceSession, names: Sequence[str], feeds: dict[str, np.ndarray]
@@ -298,7 +338,7 @@ class Runner:
         self,
         x: Batch,
         units: Sequence[Unit] | None = None,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         progress: Progress | None = None,
     ) -> Capture:
         """Scores and pooled activations of `units` (default: all) in one streaming pass.
@@ -319,33 +359,35 @@ class Runner:
                 progress(rows.stop - rows.start)
         return Capture(scores, pooled)
 
-    def scores(self, x: Batch, batch_size: int = 256) -> np.ndarray:
+    def scores(self, x: Batch, batch_size: int | None = None) -> np.ndarray:
         """[N, num_classes] model outputs, from the unmarked graph."""
         scores = np.empty((len(x), self.model.num_classes), dtype=np.float32)
         for rows, (batch_scores,) in self.iter_outputs(x, [self.model.output_name], batch_size):
             scores[rows] = batch_scores
         return scores
 
-    def predict(self, x: Batch, batch_size: int = 256) -> np.ndarray:
+    def predict(self, x: Batch, batch_size: int | None = None) -> np.ndarray:
         return self.scores(x, batch_size).argmax(axis=1)
 
     def pooled(
         self,
         x: Batch,
         units: Sequence[Unit] | None = None,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         progress: Progress | None = None,
     ) -> dict[str, np.ndarray]:
         return self.capture(x, units, batch_size, progress).pooled
 
 
 def predict_scores(
-    model: OnnxModel, x: Batch, batch_size: int = 256, device: str = "auto"
+    model: OnnxModel, x: Batch, batch_size: int | None = None, device: str = "auto"
 ) -> np.ndarray:
     return Runner(model, device).scores(x, batch_size)
 
 
-def predict(model: OnnxModel, x: Batch, batch_size: int = 256, device: str = "auto") -> np.ndarray:
+def predict(
+    model: OnnxModel, x: Batch, batch_size: int | None = None, device: str = "auto"
+) -> np.ndarray:
     return Runner(model, device).predict(x, batch_size)
 
 
@@ -353,7 +395,7 @@ def capture_pooled(
     model: OnnxModel,
     x: np.ndarray,
     units: Sequence[Unit] | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     device: str = "auto",
     progress: Progress | None = None,
 ) -> dict[str, np.ndarray]:

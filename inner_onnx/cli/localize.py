@@ -49,7 +49,7 @@ def localize(
     layers: LayersOpt = None,
     top_k: TopKOpt = None,
     fault_rule: FaultRuleOpt = None,
-    threads: ThreadsOpt = 1,
+    threads: ThreadsOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     output_name: OutputNameOpt = None,
@@ -81,12 +81,15 @@ def localize(
     clean = load_npz(data, model)
     progress = reporter(quiet or as_json)
     runner = Runner(model, context.device)
-    view = model.torch_view()
+    view = model.torch_view(device=context.torch_device)
     scenario = scenario_named(source.scenario)
     with context.pinned():
-        sampler = Sampler(model, runner.predict, view, seed, progress)
+        sizes = runner.batch_sizes(clean.x)
+        sampler = Sampler(model, runner.predict, view, seed, progress, sizes)
         bad_samples = scenario.bad_samples(source, clean, sampler)
-        result = run_localize(runner, view, clean, bad_samples.data, settings, seed, progress)
+        result = run_localize(
+            runner, view, clean, bad_samples.data, settings, seed, progress, sizes
+        )
     result.faults.save(output, model)
     payload = result.faults.to_dict(model)
     if as_json:

@@ -46,7 +46,10 @@ SeedOpt = Annotated[
     typer.Option("--seed", min=0, max=2**32 - 1, help="Random seed (same seed, same result)."),
 ]
 DeviceOpt = Annotated[
-    str, typer.Option("--device", help="auto | cpu | cuda (onnxruntime provider; CPU fallback).")
+    str,
+    typer.Option(
+        "--device", help="auto | cpu | cuda: onnxruntime and the torch side (CPU fallback)."
+    ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
@@ -99,8 +102,12 @@ LayersOpt = Annotated[
     ),
 ]
 ThreadsOpt = Annotated[
-    int,
-    typer.Option("--threads", help="Torch threads; results are byte-identical for a given count."),
+    int | None,
+    typer.Option(
+        "--threads",
+        help="Torch threads (default: every core); results are byte-identical for a given "
+        "count, which the provenance records.",
+    ),
 ]
 TopKOpt = Annotated[
     int | None,

@@ -111,7 +111,7 @@ def run_repair(
     fault_rule: str | None = None,
     epochs: int | None = None,
     val_fraction: float | None = None,
-    threads: int = 1,
+    threads: int | None = None,
     eval_data: Path | None = None,
     eval_bad: Path | None = None,
     report_dir: Path | None = None,
@@ -175,7 +175,7 @@ def repair_command(
     layers: LayersOpt = None,
     top_k: TopKOpt = None,
     fault_rule: FaultRuleOpt = None,
-    threads: ThreadsOpt = 1,
+    threads: ThreadsOpt = None,
     epochs: EpochsOpt = None,
     val_fraction: ValFractionOpt = None,
     eval_data: Annotated[

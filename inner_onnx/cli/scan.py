@@ -55,7 +55,7 @@ def scan(
         typer.Option("--log-norms", help="Anomaly index on log mask norms (see README)."),
     ] = False,
     seed: SeedOpt = 0,
-    threads: ThreadsOpt = 1,
+    threads: ThreadsOpt = None,
     device: DeviceOpt = "auto",
     output_name: OutputNameOpt = None,
     as_json: JsonOpt = False,

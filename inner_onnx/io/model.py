@@ -25,6 +25,8 @@ from inner_onnx.io.units import Unit, find_units
 from inner_onnx.torchview.graph import FLOAT_TYPES, constant_weights, graph_inputs
 
 if TYPE_CHECKING:
+    import torch
+
     from inner_onnx.torchview import TorchView
 
 
@@ -112,12 +114,13 @@ class OnnxModel:
     def op_types(self) -> list[str]:
         return sorted({node.op_type for node in self.proto.graph.node})
 
-    def torch_view(self, frozen: bool = False) -> TorchView:
+    def torch_view(self, frozen: bool = False, device: torch.device | str = "cpu") -> TorchView:
         """The one way to get the model's class scores as a differentiable torch module, in
-        inference mode; `frozen`: no parameter takes gradients (attacks, teachers)."""
+        inference mode, its parameters on `device`; `frozen`: no parameter takes gradients
+        (attacks, teachers)."""
         from inner_onnx.torchview import TorchView
 
-        view = TorchView(self.proto, outputs=[self.logits_name]).eval()
+        view = TorchView(self.proto, outputs=[self.logits_name]).eval().to(device)
         return view.requires_grad_(False) if frozen else view
 
 

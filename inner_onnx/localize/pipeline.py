@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from inner_onnx.batching import BatchSizes
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Dataset
 from inner_onnx.io.model import OnnxModel
@@ -109,8 +110,10 @@ def localize(
     settings: LocalizeSettings,
     seed: int = 0,
     reporter: Reporter = QUIET,
+    sizes: BatchSizes = BatchSizes(),
 ) -> Localization:
-    """Probes, layer selection and routing; the caller pins torch's threads (RunContext)."""
+    """Probes, layer selection and routing, on the view's device in batches of `sizes`; the
+    caller pins torch's threads (RunContext)."""
     model: OnnxModel = runner.model
     probes, clean_features, clean_scores = fit_probes(
         runner, clean, None, seed, settings.probe_holdout, reporter
@@ -140,7 +143,7 @@ def localize(
     rows = choose_route_samples(bad_wrong, settings.routing.max_samples, seed)
     with reporter.step("neuron routing", len(selected)) as advance:
         neurons, weight_indices, unit_votes = route(
-            model, view, probes.probes, selected, bad.x[rows], settings.routing, advance
+            model, view, probes.probes, selected, bad.x[rows], settings.routing, advance, sizes
         )
     units = [
         UnitScore(u.name, float(scores[u.name]), float(probes.accuracy[u.name]), u.name in selected)

@@ -23,6 +23,8 @@ import onnx
 import torch
 from onnx import helper
 
+from inner_onnx.batching import GRADIENT_FACTOR, BatchSizes, fitting
+from inner_onnx.context import device_of, on_device_of
 from inner_onnx.errors import InputError
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.io.units import Unit
@@ -91,6 +93,15 @@ def unit_subgraph(model: OnnxModel, unit: Unit) -> tuple[onnx.ModelProto, str]:
         tensor = next(name for name in node.input if name not in model.initializers)
     chain.reverse()
     unit_input = chain[0].input[0]
+    # Constant nodes that feed the chain go with it (an exported ReLU6 is a Clip whose
+    # bounds are Constant outputs).
+    constants = {
+        id(producers[name]): producers[name]
+        for node in chain
+        for name in node.input
+        if name in producers and producers[name].op_type == "Constant"
+    }
+    chain = [*constants.values(), *chain]
     used = {name for node in chain for name in node.input}
     # Constant-node weights become initializers here: the chain leaves their nodes out.
     initializers = [
@@ -120,12 +131,19 @@ def _renamed(tensor: onnx.TensorProto, name: str) -> onnx.TensorProto:
 class UnitRouter:
     """Routes bad samples through one unit; `votes()` counts how often each gate stays on."""
 
-    def __init__(self, model: OnnxModel, unit: Unit, probe: LinearProbe, settings: RoutingSettings):
+    def __init__(
+        self,
+        model: OnnxModel,
+        unit: Unit,
+        probe: LinearProbe,
+        settings: RoutingSettings,
+        device: torch.device | str = "cpu",
+    ):
         self.unit = unit
         self.probe = probe
         self.settings = settings
         sub, self.input_name = unit_subgraph(model, unit)
-        self.view = TorchView(sub).eval().requires_grad_(False)
+        self.view = TorchView(sub).eval().requires_grad_(False).to(device)
         self.weight = self.view.parameter(unit.weight).detach()
 
     def _gated_weight(self, gates: torch.Tensor) -> torch.Tensor:
@@ -143,13 +161,33 @@ class UnitRouter:
         pooled = torch.func.vmap(one_sample)(weights, inputs)
         return self.probe.torch_logits(pooled)
 
-    def votes(self, unit_inputs: torch.Tensor) -> np.ndarray:
-        """Per-gate vote counts over the samples: shape [neurons] or the weight's shape."""
+    def gate_elements(self) -> int:
+        """Gates per sample."""
+        return self.weight.numel() if self.settings.granularity == "weight" else self.unit.neurons
+
+    def votes(self, unit_inputs: torch.Tensor, chunk: int) -> np.ndarray:
+        """Per-gate vote counts over the samples: shape [neurons] or the weight's shape.
+
+        Each sample's gates follow only its own loss, so the samples go `chunk` at a time:
+        memory is one chunk's gated weights (a weight-granularity gate set is as large as the
+        weight), and the counts add up."""
+        total = np.zeros(
+            tuple(self.weight.shape)
+            if self.settings.granularity == "weight"
+            else (self.unit.neurons,),
+            dtype=np.int64,
+        )
+        for start in range(0, len(unit_inputs), chunk):
+            total += self._chunk_votes(unit_inputs[start : start + chunk])
+        return total
+
+    def _chunk_votes(self, unit_inputs: torch.Tensor) -> np.ndarray:
         count = len(unit_inputs)
+        like = {"device": self.weight.device}
         if self.settings.granularity == "weight":
-            gates = torch.ones((count, *self.weight.shape))
+            gates = torch.ones((count, *self.weight.shape), **like)
         else:
-            gates = torch.ones((count, self.unit.neurons))
+            gates = torch.ones((count, self.unit.neurons), **like)
         with torch.no_grad():
             initial = torch.func.vmap(self._gated_weight)(gates)
             targets = self._probe_logits(initial, unit_inputs).argmax(dim=1)
@@ -178,7 +216,7 @@ class UnitRouter:
                 gates = (gates - step).clamp_(0.0, 1.0)
         flat = gates.reshape(count, -1)
         above_mean = flat > flat.mean(dim=1, keepdim=True)
-        return above_mean.sum(dim=0).reshape(gates.shape[1:]).numpy().astype(np.int64)
+        return above_mean.sum(dim=0).reshape(gates.shape[1:]).cpu().numpy().astype(np.int64)
 
     def _slice_l1_norm(self) -> torch.Tensor:
         axes = [d for d in range(self.weight.dim()) if d != self.unit.neuron_axis]
@@ -201,18 +239,22 @@ def route(
     x_route: np.ndarray,
     settings: RoutingSettings,
     progress: Callable[[int], None] | None = None,
+    sizes: BatchSizes = BatchSizes(),
 ) -> tuple[list[FaultNeuron], dict[str, list[int]], dict[str, list[int]]]:
     """Fault neurons sorted by votes, the kept weight indices (weight granularity) and every
-    neuron's votes per unit."""
-    routers = [UnitRouter(model, model.unit(name), probes[name], settings) for name in units]
-    with torch.no_grad():
-        _, captured = view(torch.from_numpy(x_route), capture=[r.input_name for r in routers])
+    neuron's votes per unit. The view's device is where routing runs."""
+    device = device_of(view)
+    routers = [
+        UnitRouter(model, model.unit(name), probes[name], settings, device) for name in units
+    ]
+    captured = _unit_inputs(view, x_route, [r.input_name for r in routers], sizes.inference)
     neurons: list[FaultNeuron] = []
     weight_indices: dict[str, list[int]] = {}
     unit_votes: dict[str, list[int]] = {}
     for router in routers:
         unit = router.unit
-        votes = router.votes(captured[router.input_name].detach())
+        inputs = captured[router.input_name]
+        votes = router.votes(inputs, routing_chunk(router.gate_elements(), inputs[0].numel()))
         if settings.granularity == "weight":
             flat = votes.reshape(-1)
             kept = settings.kept(flat)
@@ -231,6 +273,27 @@ def route(
             progress(1)
     neurons.sort(key=lambda n: -n.votes)
     return neurons, weight_indices, unit_votes
+
+
+def _unit_inputs(
+    view: TorchView, x: np.ndarray, names: list[str], batch_size: int
+) -> dict[str, torch.Tensor]:
+    """The routed units' inputs for the samples `x`, computed `batch_size` at a time."""
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            batch = on_device_of(view, torch.from_numpy(x[start : start + batch_size]))
+            _, captured = view(batch, capture=names)
+            for name in names:
+                parts[name].append(captured[name])
+    return {name: torch.cat(tensors) for name, tensors in parts.items()}
+
+
+def routing_chunk(gate_elements: int, input_elements: int) -> int:
+    """Samples routed at once: per sample, its gates live about six times over (gates, gated
+    weight, their gradients, the step) and the unit's input and output with backward."""
+    per_sample = 4 * (6 * gate_elements + GRADIENT_FACTOR * 2 * input_elements)
+    return fitting(per_sample, cap=1 << 30)
 
 
 def _top(votes: np.ndarray, keep: int) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inner_onnx.context import device_of
 from inner_onnx.errors import InputError
 from inner_onnx.io.specs import AttackSpec, FgsmSpec, PgdSpec
 
@@ -76,17 +77,24 @@ BatchAttack = Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor]
 
 
 def _by_batch(
-    attack: BatchAttack, x: np.ndarray, y: np.ndarray, batch_size: int, progress: Advance | None
+    attack: BatchAttack,
+    forward: Forward,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    progress: Advance | None,
 ) -> np.ndarray:
-    """Run `attack(x_batch, y_batch, rows)` over the set; float32 out, progress per batch."""
+    """Run `attack(x_batch, y_batch, rows)` over the set, each batch on `forward`'s device;
+    float32 out, progress per batch."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     out = np.empty(x.shape, dtype=np.float32)
+    device = device_of(forward)
     labels = torch.as_tensor(np.asarray(y), dtype=torch.long)
     for start in range(0, len(x), batch_size):
         rows = slice(start, min(start + batch_size, len(x)))
-        xb = torch.as_tensor(x[rows], dtype=torch.float32)
-        out[rows] = attack(xb, labels[rows], rows).detach().numpy()
+        xb = torch.as_tensor(x[rows], dtype=torch.float32).to(device)
+        out[rows] = attack(xb, labels[rows].to(device), rows).detach().cpu().numpy()
         if progress is not None:
             progress(rows.stop - rows.start)
     return out
@@ -114,7 +122,7 @@ def fgsm(
         grad = _input_gradient(forward, xb, yb)
         return _project(xb + eps * grad.sign(), xb, eps, clip)
 
-    return _by_batch(attack, x, y, batch_size, progress)
+    return _by_batch(attack, forward, x, y, batch_size, progress)
 
 
 def pgd(
@@ -130,17 +138,21 @@ def pgd(
     progress: Advance | None = None,
 ) -> np.ndarray:
     """Projected gradient descent (Madry et al.) from a uniform random start in the eps-ball."""
-    # The start is drawn for the whole set at once so the result does not depend on batch_size.
-    start_noise = np.random.default_rng(seed).uniform(-eps, eps, size=x.shape).astype(np.float32)
+    # One generator draws the starts batch after batch, in row order: the same stream as one
+    # draw for the whole set (the result does not depend on batch_size), one batch in memory.
+    noise = np.random.default_rng(seed)
 
     def attack(xb: torch.Tensor, yb: torch.Tensor, rows: slice) -> torch.Tensor:
-        x_adv = _project(xb + torch.from_numpy(start_noise[rows]), xb, eps, clip)
+        start = noise.uniform(-eps, eps, size=(rows.stop - rows.start, *x.shape[1:]))
+        x_adv = _project(
+            xb + torch.from_numpy(start.astype(np.float32)).to(xb.device), xb, eps, clip
+        )
         for _ in range(steps):
             grad = _input_gradient(forward, x_adv, yb)
             x_adv = _project(x_adv + alpha * grad.sign(), xb, eps, clip)
         return x_adv
 
-    return _by_batch(attack, x, y, batch_size, progress)
+    return _by_batch(attack, forward, x, y, batch_size, progress)
 
 
 def _generate_fgsm(

@@ -7,6 +7,7 @@ of the same model; their predictions still come from onnxruntime.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from inner_onnx.io.data import Dataset
 from inner_onnx.io.specs import AttackSpec
@@ -14,6 +15,9 @@ from inner_onnx.measure.attacks import generate, input_range
 from inner_onnx.measure.metrics import Metrics, summarize
 from inner_onnx.progress import QUIET, Reporter
 from inner_onnx.runtime import Runner
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -29,15 +33,21 @@ class EvaluationSet:
 
 
 def evaluate(
-    runner: Runner, evaluation: EvaluationSet, seed: int = 0, reporter: Reporter = QUIET
+    runner: Runner,
+    evaluation: EvaluationSet,
+    seed: int = 0,
+    reporter: Reporter = QUIET,
+    device: torch.device | str = "cpu",
 ) -> Metrics:
+    """Metrics of `evaluation` in onnxruntime; adversarial examples are made on a torch view
+    on `device`, in batches that fit the model (`Runner.batch_sizes`)."""
     model = runner.model
     data = evaluation.data
     pred = runner.predict(data.x)
     bad_pred = runner.predict(evaluation.bad.x) if evaluation.bad is not None else None
     robust_pred = None
     if evaluation.attack is not None:
-        view = model.torch_view(frozen=True)
+        view = model.torch_view(frozen=True, device=device)
         clip = input_range(data.x, evaluation.clip)
         with reporter.step(f"attack {evaluation.attack}", len(data)) as advance:
             x_adv = generate(
@@ -47,6 +57,7 @@ def evaluate(
                 data.y,
                 clip,
                 seed=seed,
+                batch_size=runner.batch_sizes(data.x).gradient,
                 progress=advance,
             )
         robust_pred = runner.predict(x_adv)

@@ -62,15 +62,16 @@ def repair(
         torch.manual_seed(context.seed)
         problem = RepairProblem.prepare(model, clean, source, settings, context, faults, reporter)
         selection = None
+        device = context.torch_device
         if method is None:
             evaluation = problem.evaluation_set(evaluation)
-            before = evaluate(problem.runner, evaluation, context.seed, reporter)
+            before = evaluate(problem.runner, evaluation, context.seed, reporter, device)
             selection = select(problem)
             view, outcome = selection.view, selection.outcome
         else:
             plan = method.plan(problem)
             evaluation = problem.evaluation_set(evaluation)
-            before = evaluate(problem.runner, evaluation, context.seed, reporter)
+            before = evaluate(problem.runner, evaluation, context.seed, reporter, device)
             view, outcome = run_plan(problem, plan)
         result = finish(problem, view, outcome, before, evaluation, selection)
         result.seconds = time.perf_counter() - started
@@ -85,7 +86,8 @@ def run_plan(problem: RepairProblem, plan: MethodPlan) -> tuple[TorchView, Train
     if plan.zeroed:
         with torch.no_grad():
             for name, zeroed in plan.zeroed.items():
-                view.parameter(name)[torch.from_numpy(zeroed)] = 0.0
+                parameter = view.parameter(name)
+                parameter[torch.from_numpy(zeroed).to(parameter.device)] = 0.0
         masks = {
             name: mask & ~plan.zeroed[name] if name in plan.zeroed else mask
             for name, mask in masks.items()
@@ -100,6 +102,7 @@ def run_plan(problem: RepairProblem, plan: MethodPlan) -> tuple[TorchView, Train
         problem.settings,
         problem.context.seed,
         plan.loss,
+        problem.sizes,
     )
     return view, trainer.fit(problem.train, problem.train_bad, problem.validation, problem.reporter)
 
@@ -127,7 +130,9 @@ def finish(
     model, context = problem.model, problem.context
     proto = view.write_back()
     repaired = model.with_proto(proto)
-    after = evaluate(Runner(repaired, context.device), evaluation, context.seed, problem.reporter)
+    # Same graph, same footprint: the repaired model's runner reuses the batch sizes.
+    runner = Runner(repaired, context.device, problem.sizes)
+    after = evaluate(runner, evaluation, context.seed, problem.reporter, context.torch_device)
     result = RepairResult(
         proto,
         problem.scenario.name,
@@ -151,7 +156,7 @@ def finish(
 def settings_record(problem: RepairProblem) -> dict[str, object]:
     record: dict[str, object] = asdict(problem.settings)
     record["seed"] = problem.context.seed
-    record["threads"] = problem.context.threads
+    record["threads"] = problem.context.thread_count
     record["bad_source"] = {**problem.source.record(), "synthesized": problem.train_bad.origin}
     return record
 

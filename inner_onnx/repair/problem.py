@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from inner_onnx.batching import BatchSizes
 from inner_onnx.context import RunContext
 from inner_onnx.io.data import Dataset
 from inner_onnx.io.model import OnnxModel
@@ -49,6 +50,8 @@ class RepairProblem:
     reporter: Reporter = QUIET
     # a fault set the user gave (`--faults`); else localized on first use
     given_faults: FaultSet | None = None
+    # batch sizes of every pass over the data, from the model's footprint (batching.py)
+    sizes: BatchSizes = field(default_factory=BatchSizes)
     localize_seconds: float = 0.0
     _localizations: dict[LocalizeSettings, Localization] = field(default_factory=dict, repr=False)
 
@@ -66,13 +69,15 @@ class RepairProblem:
         source.check(model)
         scenario = scenario_named(source.scenario)
         runner = Runner(model, context.device)
+        sizes = runner.batch_sizes(clean.x)
         if source.attack is not None and source.clip is None:
             # One valid range for every split: the training part alone may not span the rest.
             source = replace(source, clip=input_range(clean.x, None))
         fraction = settings.stopping.validation_fraction
         train_rows, held_rows = checked_split(clean, fraction, context.seed)
         train, held = clean.subset(train_rows), clean.subset(held_rows)
-        sampler = Sampler(model, runner.predict, model.torch_view(), context.seed, reporter)
+        forward = model.torch_view(device=context.torch_device)
+        sampler = Sampler(model, runner.predict, forward, context.seed, reporter, sizes)
         train_bad, held_bad = scenario.split_bad(source, train, held, fraction, sampler)
         return cls(
             model,
@@ -87,15 +92,16 @@ class RepairProblem:
             held_bad,
             reporter,
             faults,
+            sizes,
         )
 
     def fresh_view(self) -> TorchView:
-        """The original model as a torch view that a method may change."""
-        return self.model.torch_view()
+        """The original model as a torch view that a method may change, on the run's device."""
+        return self.model.torch_view(device=self.context.torch_device)
 
     @property
     def validation(self) -> ValidationSplit:
-        return ValidationSplit(self.held, self.held_bad, self.scenario)
+        return ValidationSplit(self.held, self.held_bad, self.scenario, self.sizes)
 
     def localization(self, settings: LocalizeSettings | None = None) -> Localization:
         """INNER's fault set and the probes of its units: the given fault set with probes
@@ -122,6 +128,7 @@ class RepairProblem:
                     settings,
                     self.context.seed,
                     self.reporter,
+                    self.sizes,
                 )
             self._localizations[settings] = found
             if settings == self.settings.localize:
@@ -153,6 +160,7 @@ class RepairProblem:
                     self.train.y,
                     found.clean_correct,
                     self.model.num_classes,
+                    self.context.torch_device,
                 ),
             )
             for name in found.faults.selected_units

@@ -18,13 +18,15 @@ instead and the validation split checks the average.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inner_onnx.batching import BatchSizes
+from inner_onnx.context import device_of
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Dataset
 from inner_onnx.io.model import OnnxModel
@@ -48,6 +50,8 @@ from inner_onnx.torchview import TorchView
 
 KD_TEMPERATURE = 3.0
 Masks = dict[str, np.ndarray]
+# One part of a batch's loss, from the logits of that part's samples.
+Term = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -95,15 +99,19 @@ class TrainOutcome:
 
 
 class ValidationSplit:
-    """The held-out part of the user's data, measured on the torch view between epochs."""
+    """The held-out part of the user's data, measured on the torch view between epochs in
+    batches of `sizes`."""
 
-    def __init__(self, clean: Dataset, bad: BadSamples, scenario: Scenario):
+    def __init__(
+        self, clean: Dataset, bad: BadSamples, scenario: Scenario, sizes: BatchSizes = BatchSizes()
+    ):
         self.clean = clean
         self.bad = bad
         self.scenario = scenario
+        self.sizes = sizes
 
     def measure(self, forward: Forward, num_classes: int, seed: int) -> Measurement:
-        return self.scenario.measure(forward, self.clean, self.bad, num_classes, seed)
+        return self.scenario.measure(forward, self.clean, self.bad, num_classes, seed, self.sizes)
 
 
 class WeightAverage:
@@ -125,11 +133,14 @@ class WeightAverage:
 
 
 class BatchSource:
-    """Mini-batches of (clean x, clean y, original clean logits, bad x, bad y).
+    """Mini-batches of (clean x, clean y, original clean logits or None, bad x, bad y), on
+    the view's device.
 
     Each epoch walks the clean training data once; bad samples cycle alongside, a fixed
     share of each batch. Bad samples that follow the weights (adversarial examples) are
-    made afresh against the current weights for every batch.
+    made afresh against the current weights for every batch. The data stays in host memory
+    (a view of the user's arrays); only each batch goes to the device. The original model's
+    logits of the clean rows ([N, classes]) are kept only when the loss distils from them.
     """
 
     def __init__(
@@ -139,19 +150,30 @@ class BatchSource:
         bad: BadSamples,
         training: TrainingSettings,
         seed: int,
+        sizes: BatchSizes = BatchSizes(),
+        keep_logits: bool = True,
     ):
         self.bad = bad
+        self.sizes = sizes
+        self.device = device_of(view)
         self.batch_size = training.batch_size
         self.bad_batch = max(1, round(training.batch_size * training.bad_fraction))
         self.rng = np.random.default_rng(seed)
         self.x_clean = torch.from_numpy(clean.x)
         self.y_clean = torch.from_numpy(clean.y.astype(np.int64))
-        with torch.no_grad():
-            self.original_logits = torch.cat(
-                [view(self.x_clean[i : i + 512]) for i in range(0, len(self.x_clean), 512)]
-            )
+        self.original_logits = self._logits(view) if keep_logits else None
         self.x_bad = torch.from_numpy(bad.data.x)
         self.y_bad = torch.from_numpy(bad.data.y.astype(np.int64))
+
+    def _logits(self, view: TorchView) -> torch.Tensor:
+        step = self.sizes.inference
+        with torch.no_grad():
+            return torch.cat(
+                [
+                    view(self.x_clean[i : i + step].to(self.device))
+                    for i in range(0, len(self.x_clean), step)
+                ]
+            )
 
     def epoch(
         self, generator: torch.Generator, forward: Forward
@@ -163,13 +185,17 @@ class BatchSource:
             xc, yc = self.x_clean[rows], self.y_clean[rows]
             if self.bad.follows_weights:
                 seed = int(self.rng.integers(1 << 31))
-                xb = torch.from_numpy(self.bad.regenerate(forward, xc.numpy(), yc.numpy(), seed))
-                yb = yc
+                made = self.bad.regenerate(
+                    forward, xc.numpy(), yc.numpy(), seed, self.sizes.gradient
+                )
+                xb, yb = torch.from_numpy(made), yc
             else:
                 window = torch.arange(index * self.bad_batch, (index + 1) * self.bad_batch)
                 pick = bad_order[window % len(bad_order)]
                 xb, yb = self.x_bad[pick], self.y_bad[pick]
-            yield xc, yc, self.original_logits[rows], xb, yb
+            logits = None if self.original_logits is None else self.original_logits[rows]
+            device = self.device
+            yield xc.to(device), yc.to(device), logits, xb.to(device), yb.to(device)
 
 
 def distillation(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -203,6 +229,7 @@ class MaskedTrainer:
         settings: RepairSettings,
         seed: int = 0,
         loss: LossWeights | None = None,
+        sizes: BatchSizes = BatchSizes(),
     ):
         self.model = model
         self.view = view
@@ -210,7 +237,13 @@ class MaskedTrainer:
         self.weights = loss or settings.loss
         self.seed = seed
         self.probe_terms = probe_terms
-        self.masks = {name: torch.from_numpy(mask) for name, mask in masks.items() if mask.any()}
+        self.device = device_of(view)
+        self.sizes = sizes
+        self.masks = {
+            name: torch.from_numpy(mask).to(self.device)
+            for name, mask in masks.items()
+            if mask.any()
+        }
         self.trainable: list[torch.nn.Parameter] = []
         for name, parameter in view.onnx_parameters():
             parameter.requires_grad_(name in self.masks)
@@ -222,61 +255,112 @@ class MaskedTrainer:
             raise InputError("the fault set selects no weights to repair")
         self.units = {term.unit_name: model.unit(term.unit_name) for term in probe_terms}
         # The original model, frozen, scores the clean mixtures (they are new every batch).
-        self.teacher = model.torch_view(frozen=True) if self.weights.clean_mixup else None
+        self.teacher = (
+            model.torch_view(frozen=True, device=self.device) if self.weights.clean_mixup else None
+        )
         self.mixing = torch.Generator().manual_seed(seed + 1)
 
     def _mix(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each sample mixed with a random partner: (mixtures, its own share, partner rows)."""
-        share = torch.rand(len(x), generator=self.mixing)
-        partner = torch.randperm(len(x), generator=self.mixing)
+        # Drawn on the CPU generator whatever the device: the same draws on every device.
+        share = torch.rand(len(x), generator=self.mixing).to(x.device)
+        partner = torch.randperm(len(x), generator=self.mixing).to(x.device)
         weights = share.reshape(-1, *([1] * (x.dim() - 1)))
         return weights * x + (1 - weights) * x[partner], share, partner
 
-    def _loss(
+    def _step(
         self,
         x_clean: torch.Tensor,
         y_clean: torch.Tensor,
-        original_clean: torch.Tensor,
+        original_clean: torch.Tensor | None,
         x_bad: torch.Tensor,
         y_bad: torch.Tensor,
     ) -> torch.Tensor:
+        """The batch's loss, its gradient accumulated into the parameters; returns the loss.
+
+        The parts of a batch (clean, bad, then the mixtures) go through the view in one
+        call when their backward fits the memory budget (`BatchSizes.gradient`); a model too
+        large for that runs them one after the other, each part's backward before the next
+        forward, so only one part's activations are kept at a time (the sums of a part's
+        gradients then come in another order: the same loss, other last bits)."""
         weights = self.weights
-        captures = [self.units[t.unit_name].activation for t in self.probe_terms]
-        batches = [x_clean, x_bad]
+        terms: list[tuple[torch.Tensor, Term]] = [
+            (x_clean, lambda logits: self._clean_term(logits, y_clean, original_clean)),
+            (x_bad, lambda logits: weights.bad * F.cross_entropy(logits, y_bad)),
+        ]
         if weights.clean_mixup:
             clean_mixtures, _, _ = self._mix(x_clean)
-            batches.append(clean_mixtures)
+            terms.append(
+                (clean_mixtures, lambda logits: self._teacher_term(logits, clean_mixtures))
+            )
         if weights.bad_mixup:
-            bad_mixtures, bad_share, bad_partner = self._mix(x_bad)
-            batches.append(bad_mixtures)
-        x = torch.cat(batches)
-        if captures:
-            logits, captured = self.view(x, capture=captures)
-        else:
-            logits, captured = self.view(x), {}
-        parts = iter(torch.split(logits, [len(b) for b in batches]))
-        clean_logits, bad_logits = next(parts), next(parts)
-        loss = (
-            F.cross_entropy(clean_logits, y_clean)
-            + weights.clean_distillation * distillation(clean_logits, original_clean)
-            + weights.bad * F.cross_entropy(bad_logits, y_bad)
-        )
-        if weights.clean_mixup:
-            assert self.teacher is not None
-            with torch.no_grad():
-                teacher_logits = self.teacher(clean_mixtures)
-            loss = loss + weights.clean_mixup * distillation(next(parts), teacher_logits)
-        if weights.bad_mixup:
-            mixed = next(parts)
-            mixed_loss = bad_share * F.cross_entropy(mixed, y_bad, reduction="none") + (
-                1 - bad_share
-            ) * F.cross_entropy(mixed, y_bad[bad_partner], reduction="none")
-            loss = loss + weights.bad_mixup * mixed_loss.mean()
+            bad_mixtures, share, partner = self._mix(x_bad)
+            terms.append(
+                (bad_mixtures, lambda logits: self._mixed_term(logits, y_bad, share, partner))
+            )
+        if sum(len(x) for x, _ in terms) > self.sizes.gradient:
+            return self._step_by_part(terms, y_bad)
+        x = torch.cat([part for part, _ in terms])
+        logits, captured = self._forward(x)
+        parts = torch.split(logits, [len(part) for part, _ in terms])
+        loss = terms[0][1](parts[0]) + terms[1][1](parts[1])
+        for (_, term), part_logits in zip(terms[2:], parts[2:]):
+            loss = loss + term(part_logits)
         bad_rows = slice(len(x_clean), len(x_clean) + len(x_bad))
+        loss = self._with_probe_terms(loss, {k: v[bad_rows] for k, v in captured.items()}, y_bad)
+        loss.backward()
+        return loss.detach()
+
+    def _step_by_part(
+        self, terms: list[tuple[torch.Tensor, Term]], y_bad: torch.Tensor
+    ) -> torch.Tensor:
+        total = torch.zeros((), device=self.device)
+        for index, (x, term) in enumerate(terms):
+            logits, captured = self._forward(x) if index == 1 else (self.view(x), {})
+            loss = term(logits)
+            if index == 1:  # the bad samples: the probe terms read their activations
+                loss = self._with_probe_terms(loss, captured, y_bad)
+            loss.backward()
+            total = total + loss.detach()
+        return total
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits, and the activations of the probe terms' units."""
+        captures = [self.units[t.unit_name].activation for t in self.probe_terms]
+        if captures:
+            return self.view(x, capture=captures)
+        return self.view(x), {}
+
+    def _clean_term(
+        self, logits: torch.Tensor, y: torch.Tensor, original: torch.Tensor | None
+    ) -> torch.Tensor:
+        loss = F.cross_entropy(logits, y)
+        if original is None:
+            return loss
+        return loss + self.weights.clean_distillation * distillation(logits, original)
+
+    def _teacher_term(self, logits: torch.Tensor, mixtures: torch.Tensor) -> torch.Tensor:
+        assert self.teacher is not None
+        with torch.no_grad():
+            teacher_logits = self.teacher(mixtures)
+        return self.weights.clean_mixup * distillation(logits, teacher_logits)
+
+    def _mixed_term(
+        self, logits: torch.Tensor, y: torch.Tensor, share: torch.Tensor, partner: torch.Tensor
+    ) -> torch.Tensor:
+        mixed = share * F.cross_entropy(logits, y, reduction="none") + (
+            1 - share
+        ) * F.cross_entropy(logits, y[partner], reduction="none")
+        return self.weights.bad_mixup * mixed.mean()
+
+    def _with_probe_terms(
+        self, loss: torch.Tensor, captured: dict[str, torch.Tensor], y_bad: torch.Tensor
+    ) -> torch.Tensor:
+        """`loss` plus each selected unit's probe loss on the bad samples' activations."""
         for term in self.probe_terms:
             unit = self.units[term.unit_name]
-            pooled = pool_activation_torch(captured[unit.activation][bad_rows], unit)
-            loss = loss + weights.probe * probe_loss(
+            pooled = pool_activation_torch(captured[unit.activation], unit)
+            loss = loss + self.weights.probe * probe_loss(
                 term, term.probe.torch_logits(pooled), y_bad
             ) / len(self.probe_terms)
         return loss
@@ -294,8 +378,7 @@ class MaskedTrainer:
         losses = []
         for batch in batches.epoch(generator, self.view):
             optimizer.zero_grad(set_to_none=True)
-            loss = self._loss(*batch)
-            loss.backward()
+            loss = self._step(*batch)
             torch.nn.utils.clip_grad_norm_(self.trainable, training.max_grad_norm)
             optimizer.step()
             losses.append(float(loss.detach()))
@@ -327,7 +410,15 @@ class MaskedTrainer:
         stale = 0
         stopped_early = False
         averager = WeightAverage(training.epochs - training.average_epochs + 1)
-        batches = BatchSource(self.view, train_clean, train_bad, training, seed)
+        batches = BatchSource(
+            self.view,
+            train_clean,
+            train_bad,
+            training,
+            seed,
+            self.sizes,
+            keep_logits=self.weights.clean_distillation != 0,
+        )
         with reporter.step("repair epochs", training.epochs) as advance:
             for epoch in range(1, training.epochs + 1):
                 loss = self._epoch(epoch, batches, optimizer, generator)
@@ -390,8 +481,10 @@ def teacher_distributions(
     labels: np.ndarray,
     correct: np.ndarray,
     num_classes: int,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Per class: the probe's mean tempered softmax over clean samples the model gets right."""
+    """Per class: the probe's mean tempered softmax over clean samples the model gets right
+    (computed on the CPU, where the features are; returned on `device`)."""
     with torch.no_grad():
         logits = probe.torch_logits(torch.from_numpy(features))
         tempered = F.softmax(logits / KD_TEMPERATURE, dim=1)
@@ -400,4 +493,4 @@ def teacher_distributions(
         rows = torch.from_numpy(np.flatnonzero(correct & (labels == label)))
         if len(rows):
             teachers[label] = tempered[rows].mean(dim=0)
-    return teachers
+    return teachers.to(device)

@@ -6,6 +6,7 @@ space; repair makes them afresh against the current weights for every batch.
 
 from __future__ import annotations
 
+from inner_onnx.batching import BatchSizes
 from inner_onnx.io.data import Dataset
 from inner_onnx.localize.pipeline import LocalizeSettings
 from inner_onnx.localize.routing import RoutingSettings
@@ -59,6 +60,7 @@ class Adversarial(Scenario):
                 clean.y,
                 clip,
                 seed=sampler.seed,
+                batch_size=sampler.sizes.gradient,
                 progress=advance,
             )
         return BadSamples(Dataset(x, clean.y.copy(), str(source.attack)), None, source.attack, clip)
@@ -71,12 +73,20 @@ class Adversarial(Scenario):
         return train_bad, BadSamples(held, None, train_bad.attack, train_bad.clip)
 
     def measure(
-        self, forward: Forward, clean: Dataset, bad: BadSamples, num_classes: int, seed: int
+        self,
+        forward: Forward,
+        clean: Dataset,
+        bad: BadSamples,
+        num_classes: int,
+        seed: int,
+        sizes: BatchSizes = BatchSizes(),
     ) -> Measurement:
-        x_adv = bad.regenerate(forward, clean.x, clean.y, seed)
-        hits = (predict_labels(forward, x_adv) == clean.y).astype(float)
+        x_adv = bad.regenerate(forward, clean.x, clean.y, seed, sizes.gradient)
+        hits = (predict_labels(forward, x_adv, sizes.inference) == clean.y).astype(float)
         robust = float(hits.mean())
-        return clean_measurement(forward, clean, num_classes, robust, "robust_accuracy", hits)
+        return clean_measurement(
+            forward, clean, num_classes, robust, "robust_accuracy", hits, sizes.inference
+        )
 
     def objective(self, now: Measurement, start: Measurement, rule: StoppingRule) -> float:
         assert now.bad is not None

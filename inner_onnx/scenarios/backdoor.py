@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from inner_onnx.batching import BatchSizes
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Dataset, load_npz
 from inner_onnx.io.model import OnnxModel
@@ -142,16 +143,26 @@ class Backdoor(Scenario):
         return parts[0], parts[1]
 
     def measure(
-        self, forward: Forward, clean: Dataset, bad: BadSamples, num_classes: int, seed: int
+        self,
+        forward: Forward,
+        clean: Dataset,
+        bad: BadSamples,
+        num_classes: int,
+        seed: int,
+        sizes: BatchSizes = BatchSizes(),
     ) -> Measurement:
-        bad_pred = predict_labels(forward, bad.data.x)
+        bad_pred = predict_labels(forward, bad.data.x, sizes.inference)
         if bad.target_label is not None:
             asr = attack_success_rate(bad_pred, bad.data.y, bad.target_label)
             hits = (bad_pred == bad.target_label)[bad.data.y != bad.target_label]
-            return clean_measurement(forward, clean, num_classes, asr, "asr", hits.astype(float))
+            return clean_measurement(
+                forward, clean, num_classes, asr, "asr", hits.astype(float), sizes.inference
+            )
         hits = (bad_pred == bad.data.y).astype(float)
         bad_accuracy = accuracy(bad_pred, bad.data.y)
-        return clean_measurement(forward, clean, num_classes, bad_accuracy, "bad_accuracy", hits)
+        return clean_measurement(
+            forward, clean, num_classes, bad_accuracy, "bad_accuracy", hits, sizes.inference
+        )
 
     def objective(self, now: Measurement, start: Measurement, rule: StoppingRule) -> float:
         assert now.bad is not None

@@ -18,6 +18,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from inner_onnx.batching import GRADIENT_CAP, INFERENCE_CAP, BatchSizes
+from inner_onnx.context import on_device_of
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Dataset
 from inner_onnx.io.model import OnnxModel
@@ -81,9 +83,16 @@ class BadSamples:
         """Whether these samples must be made afresh whenever the weights change."""
         return self.attack is not None
 
-    def regenerate(self, forward: Forward, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+    def regenerate(
+        self,
+        forward: Forward,
+        x: np.ndarray,
+        y: np.ndarray,
+        seed: int,
+        batch_size: int = GRADIENT_CAP,
+    ) -> np.ndarray:
         assert self.attack is not None and self.clip is not None
-        return generate(self.attack, forward, x, y, self.clip, seed=seed)
+        return generate(self.attack, forward, x, y, self.clip, seed=seed, batch_size=batch_size)
 
 
 @dataclass(frozen=True)
@@ -126,21 +135,25 @@ class Measurement:
 @dataclass(frozen=True)
 class Sampler:
     """What making bad samples needs besides their source and the clean data: the model,
-    its onnxruntime predictions, its torch forward function (attacks), a seed, progress."""
+    its onnxruntime predictions, its torch forward function (attacks), a seed, progress,
+    and the batch sizes that fit the model (batching.py)."""
 
     model: OnnxModel
     predict: Predict
     forward: Forward
     seed: int = 0
     reporter: Reporter = QUIET
+    sizes: BatchSizes = field(default_factory=BatchSizes)
 
 
-def predict_labels(forward: Forward, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Class labels from a torch forward function, in batches, without gradients."""
+def predict_labels(forward: Forward, x: np.ndarray, batch_size: int = INFERENCE_CAP) -> np.ndarray:
+    """Class labels from a torch forward function, in batches, without gradients; each batch
+    goes to the forward's device and only its labels come back."""
     out = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            out.append(forward(torch.from_numpy(x[start : start + batch_size])).argmax(1).numpy())
+            batch = on_device_of(forward, torch.from_numpy(x[start : start + batch_size]))
+            out.append(forward(batch).argmax(1).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -151,9 +164,10 @@ def clean_measurement(
     bad: float | None = None,
     bad_kind: str | None = None,
     bad_hits: np.ndarray | None = None,
+    batch_size: int = INFERENCE_CAP,
 ) -> Measurement:
     """The clean figures of `forward` on `clean`, with the scenario's bad figure."""
-    pred = predict_labels(forward, clean.x)
+    pred = predict_labels(forward, clean.x, batch_size)
     per_class = per_class_accuracy(pred, clean.y, num_classes)
     present = [a for a in per_class if a is not None]
     return Measurement(
@@ -236,9 +250,15 @@ class Scenario(ABC):
 
     @abstractmethod
     def measure(
-        self, forward: Forward, clean: Dataset, bad: BadSamples, num_classes: int, seed: int
+        self,
+        forward: Forward,
+        clean: Dataset,
+        bad: BadSamples,
+        num_classes: int,
+        seed: int,
+        sizes: BatchSizes = BatchSizes(),
     ) -> Measurement:
-        """Validation figures of the weights behind `forward`."""
+        """Validation figures of the weights behind `forward`, in batches of `sizes`."""
 
     @abstractmethod
     def objective(self, now: Measurement, start: Measurement, rule: StoppingRule) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from inner_onnx.batching import BatchSizes
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Dataset
 from inner_onnx.measure.metrics import Metrics
@@ -59,9 +60,15 @@ class Wrong(Scenario):
         return train_bad, BadSamples(held, None)
 
     def measure(
-        self, forward: Forward, clean: Dataset, bad: BadSamples, num_classes: int, seed: int
+        self,
+        forward: Forward,
+        clean: Dataset,
+        bad: BadSamples,
+        num_classes: int,
+        seed: int,
+        sizes: BatchSizes = BatchSizes(),
     ) -> Measurement:
-        return clean_measurement(forward, clean, num_classes)
+        return clean_measurement(forward, clean, num_classes, batch_size=sizes.inference)
 
     def objective(self, now: Measurement, start: Measurement, rule: StoppingRule) -> float:
         return now.accuracy - now.gap - kept_behaviour_penalty(now, start, rule)

@@ -57,6 +57,9 @@ def repair_args(case: dict[str, Path], output: Path, *extra: object) -> list[obj
         8,
         "--epochs",
         REPAIR_EPOCHS,
+        # unpinned, a run takes torch's count of the calling process: pinned, it does not
+        "--threads",
+        1,
         "-o",
         output,
         *extra,
@@ -126,7 +129,8 @@ def test_same_seed_gives_identical_fault_set_in_another_process(
 def test_repair_does_not_depend_on_the_torch_thread_count(
     backdoor_case: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Machines differ in cores: a pipeline rerun elsewhere must get the same model.
+    """Machines differ in cores: a pipeline rerun elsewhere with the same `--threads` must get
+    the same model, whatever torch's count in the calling process.
 
     Parallel reductions sum in another order on another thread count, so the
     repair has to pin its own thread count for this to hold.
