@@ -185,10 +185,13 @@ class Runner:
         self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
         self._sizes = sizes
 
-    def batch_sizes(self, x: np.ndarray) -> BatchSizes:
+    def batch_sizes(self, x: Batch) -> BatchSizes:
         """Batch sizes for this model's passes, from one sample of `x` measured the first time
         (a model with the same graph, a repaired one, can be given them: `Runner(sizes=)`)."""
         if self._sizes is None:
+            if not isinstance(x, np.ndarray):
+                # Several inputs (inspect and evaluate only): the caps, not a measurement.
+                return BatchSizes()
             self._sizes = BatchSizes.for_footprint(self.footprint(x[:1]))
         return self._sizes
 
