@@ -150,6 +150,8 @@ def run(zoo: ZooModel, method: str, seed: int) -> dict[str, object]:
         "val_confidence": result.outcome.confidence,
         "eval_targets_met": not missed,
         "eval_missed": missed,
+        # --method auto: every candidate tried, with its validation figures and seconds
+        "candidates": result.candidates,
     }
 
 
