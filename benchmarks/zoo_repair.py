@@ -1,0 +1,280 @@
+"""Repair every model of the zoo as `inner-onnx repair` does, and check issue 12's targets
+on its evaluation data.
+
+    python -m benchmarks.zoo_repair [--half held-out|tuning] [--methods inner,ft,auto]
+        [--seeds 0] [--only NAME] [--out benchmarks/results/zoo_repair.json]
+
+Each run is the library's own `repair` with the scenario's defaults and the requested
+method (nothing tuned here); every figure is onnxruntime's, on the model's eval.npz (and
+eval_bad.npz), which repair never sees. Runs are appended to the JSON one at a time and a
+run already in it is not redone, so an interrupted benchmark resumes where it stopped;
+the tables are printed from everything in the file for the chosen half.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from benchmarks.report import aggregate, ranking
+from benchmarks.zoo.load import ZooModel, zoo_models
+from benchmarks.zoo.manifest import HALVES, Half
+from inner_onnx.cli.app import load_checked
+from inner_onnx.context import RunContext
+from inner_onnx.io.data import load_npz
+from inner_onnx.io.fileio import write_json_atomic
+from inner_onnx.io.specs import parse_attack
+from inner_onnx.measure.evaluation import EvaluationSet
+from inner_onnx.measure.metrics import Metrics
+from inner_onnx.repair.pipeline import repair, settings_for
+from inner_onnx.scenarios import BadSource, bad_source
+
+DEFAULT_OUT = Path("benchmarks/results/zoo_repair.json")
+# The zoo's images are scaled to [0, 1]; adversarial examples stay in that range.
+CLIP = (0.0, 1.0)
+THREADS = 2
+# Issue 12's targets on the evaluation data (stricter validation tolerances are the
+# scenarios' own, in StoppingRule; these are what the benchmark is judged by).
+ASR_TARGET = 0.02
+BACKDOOR_ACCURACY_DROP = 0.01
+FAIRNESS_WIDENING = 0.01
+ROBUST_GAIN = 0.30
+ADVERSARIAL_ACCURACY_DROP = 0.02
+# Accuracies are ratios of counts: without a slack a drop of exactly 1 pt can read as
+# 1.0000000001 pt.
+SLACK = 1e-9
+
+
+def weakest(metrics: Metrics) -> tuple[int, float]:
+    """The class with the lowest accuracy among the classes present, and that accuracy."""
+    present = [(a, c) for c, a in enumerate(metrics.per_class_accuracy) if a is not None]
+    accuracy, cls = min(present)
+    return cls, accuracy
+
+
+def eval_missed(kind: str, before: Metrics, after: Metrics) -> list[str]:
+    """Issue 12's targets that `after` misses against `before` (empty: all met)."""
+    missed = []
+    drop = before.accuracy - after.accuracy
+    if kind == "backdoor":
+        assert after.asr is not None
+        if after.asr > ASR_TARGET + SLACK:
+            missed.append(f"ASR {100 * after.asr:.1f}% > {100 * ASR_TARGET:.0f}%")
+        if drop > BACKDOOR_ACCURACY_DROP + SLACK:
+            missed.append(f"accuracy -{100 * drop:.1f} pt")
+        widening = after.fairness_gap - before.fairness_gap
+        if widening > FAIRNESS_WIDENING + SLACK:
+            missed.append(f"fairness gap +{100 * widening:.1f} pt")
+    elif kind == "adversarial":
+        assert before.robust_accuracy is not None and after.robust_accuracy is not None
+        gain = after.robust_accuracy - before.robust_accuracy
+        if gain < ROBUST_GAIN - SLACK:
+            missed.append(f"robust accuracy {100 * gain:+.1f} pt < +{100 * ROBUST_GAIN:.0f}")
+        if drop > ADVERSARIAL_ACCURACY_DROP + SLACK:
+            missed.append(f"accuracy -{100 * drop:.1f} pt")
+    elif kind == "wrong":
+        if drop > SLACK:
+            missed.append(f"accuracy -{100 * drop:.1f} pt")
+        if weakest(after)[1] <= weakest(before)[1]:
+            missed.append(
+                f"weakest class not up ({100 * weakest(before)[1]:.1f}% -> "
+                f"{100 * weakest(after)[1]:.1f}%)"
+            )
+    else:
+        raise ValueError(f"no targets for scenario {kind!r}")
+    return missed
+
+
+def source_for(zoo: ZooModel) -> BadSource:
+    """The bad samples as the CLI's options would give them for this model."""
+    entry = zoo.entry
+    if entry.scenario == "backdoor":
+        return bad_source("backdoor", bad_path=zoo.bad_path, target_label=entry.target_class)
+    if entry.scenario == "adversarial":
+        attack = parse_attack(f"fgsm:eps={entry.fgsm_eps}")
+        return bad_source("adversarial", attack=attack, clip=CLIP)
+    return bad_source(entry.scenario)
+
+
+def run(zoo: ZooModel, method: str, seed: int) -> dict[str, object]:
+    """One repair of one model, with its eval figures and both verdicts."""
+    kind = zoo.entry.scenario
+    model = load_checked(zoo.model_path)
+    source = source_for(zoo)
+    evaluation = EvaluationSet(
+        load_npz(zoo.eval_path, model),
+        load_npz(zoo.eval_bad_path, model) if kind == "backdoor" else None,
+        source.target_label,
+        source.attack,
+        source.clip,
+        name="eval",
+    )
+    result = repair(
+        model,
+        load_npz(zoo.clean_path, model),
+        source,
+        settings_for(kind, method=method),
+        RunContext(seed=seed, threads=THREADS),
+        evaluation=evaluation,
+    )
+    before, after = result.before, result.after
+    missed = eval_missed(kind, before, after)
+    weakest_class, weakest_accuracy = weakest(after)
+    return {
+        "model": zoo.entry.name,
+        "half": zoo.entry.half,
+        # report.aggregate's keys: the scenario, and a budget of changed weights the zoo
+        # runs do not cap (0)
+        "scenario": kind,
+        "budget": 0,
+        "method": method,
+        "method_chosen": result.method,
+        "seed": seed,
+        # report.aggregate's metric names, for the ranking by the scenario objective
+        "clean_accuracy": after.accuracy,
+        "asr": after.asr,
+        "robust_accuracy": after.robust_accuracy,
+        "weak_accuracy": weakest_accuracy,
+        "fairness_gap": after.fairness_gap,
+        "weakest_class": weakest_class,
+        "weakest_class_before": weakest(before)[0],
+        "before": before.to_dict(),
+        "after": after.to_dict(),
+        "changed_count": result.changed_count,
+        "weights_total": result.weights_total,
+        "seconds": round(result.seconds, 2),
+        "val_targets_met": result.targets_met,
+        "val_missed": result.outcome.missed,
+        "val_confidence": result.outcome.confidence,
+        "eval_targets_met": not missed,
+        "eval_missed": missed,
+        # --method auto: every candidate tried, with its validation figures and seconds
+        "candidates": result.candidates,
+    }
+
+
+def original(run: dict) -> dict[str, object]:
+    """The unrepaired model as a pseudo-run ("original"), which report.ranking scores
+    every method against."""
+    before = run["before"]
+    return {
+        "model": run["model"],
+        "scenario": run["scenario"],
+        "budget": run["budget"],
+        "method": "original",
+        "clean_accuracy": before["accuracy"],
+        "asr": before["asr"],
+        "robust_accuracy": before["robust_accuracy"],
+        "weak_accuracy": weakest(Metrics(**before))[1],
+        "fairness_gap": before["fairness_gap"],
+    }
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def pair(before: float | None, after: float | None) -> str:
+    return f"{pct(before)} → {pct(after)}"
+
+
+def run_lines(runs: list[dict]) -> list[str]:
+    lines = [
+        "| model | scenario | method (chosen) | seed | accuracy | ASR | robust acc. "
+        "| weakest class acc. | fairness gap | changed | s | validation verdict "
+        "| eval targets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        b, a = r["before"], r["after"]
+        chosen = r["method"] + (f" ({r['method_chosen']})" if r["method"] == "auto" else "")
+        verdict = {True: "met", False: "missed", None: "–"}[r["val_targets_met"]]
+        if r["val_confidence"] is not None:
+            verdict += f" ({100 * r['val_confidence']:.0f}%)"
+        weak_before = b["per_class_accuracy"][r["weakest_class_before"]]
+        lines.append(
+            f"| {r['model']} | {r['scenario']} | {chosen} | {r['seed']} "
+            f"| {pair(b['accuracy'], a['accuracy'])} | {pair(b['asr'], a['asr'])} "
+            f"| {pair(b['robust_accuracy'], a['robust_accuracy'])} "
+            f"| {pair(weak_before, r['weak_accuracy'])} "
+            f"| {pair(b['fairness_gap'], a['fairness_gap'])} "
+            f"| {100 * r['changed_count'] / r['weights_total']:.2f}% | {r['seconds']:.0f} "
+            f"| {verdict} | {'met' if r['eval_targets_met'] else '; '.join(r['eval_missed'])} |"
+        )
+    return lines
+
+
+def method_lines(runs: list[dict], methods: list[str]) -> list[str]:
+    """Per method: eval targets met, mean ASR, mean rank by the scenario objective (over
+    the models; seeds averaged first, as report.ranking does), seconds, time vs ft."""
+    firsts = {(r["model"], r["seed"]): r for r in runs}
+    table = aggregate(runs + [original(r) for r in firsts.values()])
+    ranks: dict[str, list[int]] = {m: [] for m in methods}
+    for (_, kind, _), by_method in table.items():
+        for method, rank in ranking(kind, by_method):
+            ranks[method].append(rank)
+    seconds = {(r["model"], r["method"], r["seed"]): r["seconds"] for r in runs}
+    lines = [
+        "| method | runs meeting all eval targets | mean ASR (backdoor) | mean rank "
+        "| mean seconds | time / ft's (mean over runs) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method in methods:
+        mine = [r for r in runs if r["method"] == method]
+        if not mine:
+            continue
+        met = sum(r["eval_targets_met"] for r in mine)
+        asrs = [r["asr"] for r in mine if r["asr"] is not None]
+        ratios = [
+            r["seconds"] / seconds[(r["model"], "ft", r["seed"])]
+            for r in mine
+            if (r["model"], "ft", r["seed"]) in seconds
+        ]
+        lines.append(
+            f"| {method} | {met}/{len(mine)} "
+            f"| {pct(sum(asrs) / len(asrs)) if asrs else '–'} "
+            f"| {sum(ranks[method]) / len(ranks[method]):.2f} "
+            f"| {sum(r['seconds'] for r in mine) / len(mine):.0f} "
+            f"| {f'{sum(ratios) / len(ratios):.2f}×' if ratios else '–'} |"
+        )
+    return lines
+
+
+def load_runs(out: Path) -> list[dict]:
+    return json.loads(out.read_text())["runs"] if out.is_file() else []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--half", choices=HALVES, default="held-out")
+    parser.add_argument("--methods", default="inner,ft,auto", help="comma-separated")
+    parser.add_argument("--seeds", default="0", help="comma-separated repair seeds")
+    parser.add_argument("--only", help="run only the zoo model of this name")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+    half: Half = args.half
+    methods = args.methods.split(",")
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    models = [m for m in zoo_models(half) if args.only in (None, m.entry.name)]
+    runs = load_runs(args.out)
+    for zoo in models:
+        for seed in seeds:
+            for method in methods:
+                done = {(r["model"], r["method"], r["seed"]) for r in runs}
+                if (zoo.entry.name, method, seed) in done:
+                    continue
+                runs.append(run(zoo, method, seed))
+                write_json_atomic(args.out, {"runs": runs})
+                print(run_lines(runs[-1:])[-1], file=sys.stderr, flush=True)
+    names = {m.entry.name for m in models}
+    shown = [r for r in runs if r["model"] in names and r["method"] in methods]
+    shown = [r for r in shown if r["seed"] in seeds]
+    print(f"### {half} half\n")
+    print("\n".join(run_lines(shown)) + "\n")
+    print("\n".join(method_lines(shown, methods)))
+
+
+if __name__ == "__main__":
+    main()
