@@ -2,7 +2,7 @@
 on its evaluation data.
 
     python -m benchmarks.zoo_repair [--half held-out|tuning] [--methods inner,ft,auto]
-        [--seeds 0] [--only NAME] [--out benchmarks/results/zoo_repair.json]
+        [--seeds 0] [--only NAME] [--out benchmarks/results/zoo_repair.json] [--tables-only]
 
 Each run is the library's own `repair` with the scenario's defaults and the requested
 method (nothing tuned here); every figure is onnxruntime's, on the model's eval.npz (and
@@ -208,7 +208,12 @@ def run_lines(runs: list[dict]) -> list[str]:
 
 def method_lines(runs: list[dict], methods: list[str]) -> list[str]:
     """Per method: eval targets met, mean ASR, mean rank by the scenario objective (over
-    the models; seeds averaged first, as report.ranking does), seconds, time vs ft."""
+    the models; seeds averaged first, as report.ranking does), seconds, time vs ft.
+
+    Only models on which every method ran count, so that the means compare like with like
+    when a benchmark stopped part-way."""
+    ran = {(r["model"], r["method"], r["seed"]) for r in runs}
+    runs = [r for r in runs if all((r["model"], m, r["seed"]) in ran for m in methods)]
     firsts = {(r["model"], r["seed"]): r for r in runs}
     table = aggregate(runs + [original(r) for r in firsts.values()])
     ranks: dict[str, list[int]] = {m: [] for m in methods}
@@ -253,13 +258,15 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated repair seeds")
     parser.add_argument("--only", help="run only the zoo model of this name")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    # for a benchmark stopped by its time limit: the tables of what ran, nothing started
+    parser.add_argument("--tables-only", action="store_true", help="print tables, run nothing")
     args = parser.parse_args()
     half: Half = args.half
     methods = args.methods.split(",")
     seeds = [int(seed) for seed in args.seeds.split(",")]
     models = [m for m in zoo_models(half) if args.only in (None, m.entry.name)]
     runs = load_runs(args.out)
-    for zoo in models:
+    for zoo in [] if args.tables_only else models:
         for seed in seeds:
             for method in methods:
                 done = {(r["model"], r["method"], r["seed"]) for r in runs}
