@@ -20,7 +20,7 @@ import numpy as np
 
 # Bytes one batch's tensors may take. The rest of a run (the data, [N, C] pooled features,
 # weights, onnxruntime sessions, Python and torch themselves) comes on top.
-BUDGET = 128 * 2**20
+BUDGET = 192 * 2**20
 # Backward keeps what the forward computed and makes a gradient of about the same size.
 GRADIENT_FACTOR = 3
 # The caps: the batch sizes of each pass before they were chosen from the budget.
