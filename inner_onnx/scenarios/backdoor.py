@@ -85,9 +85,11 @@ class Backdoor(Scenario):
     def split_bad(
         self, source: BadSource, train: Dataset, held: Dataset, fraction: float, sampler: Sampler
     ) -> tuple[BadSamples, BadSamples]:
-        if self._given(source, sampler.model) is None and source.trigger is None:
+        given = source.bad_data is not None or source.bad_path is not None
+        if not given and source.trigger is None:
             return self._from_scan(source, train, held, sampler)
-        if self._given(source, sampler.model) is not None:
+        if given:
+            # the one place the --bad file is read
             every = self.bad_samples(source, train, sampler)
             train_rows, held_rows = checked_split(every.data, fraction, sampler.seed)
             return (

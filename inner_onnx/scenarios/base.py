@@ -121,15 +121,12 @@ class Measurement:
         assert self.clean_pred is not None and self.clean_y is not None
         pred, y = self.clean_pred[clean_rows], self.clean_y[clean_rows]
         classes = int(max(self.clean_y.max(), pred.max())) + 1
-        per_class = per_class_accuracy(pred, y, classes)
         bad = self.bad
         if self.bad_hits is not None:
             rows = clean_rows if self.bad_per_clean_row else bad_rows
             bad = float(np.mean(self.bad_hits[rows]))
-        present = [a for a in per_class if a is not None]
-        return Measurement(
-            accuracy(pred, y), bad, fairness_gap(per_class), self.bad_kind, min(present)
-        )
+        acc, gap, weakest = clean_figures(pred, y, classes)
+        return Measurement(acc, bad, gap, self.bad_kind, weakest)
 
 
 @dataclass(frozen=True)
@@ -157,6 +154,13 @@ def predict_labels(forward: Forward, x: np.ndarray, batch_size: int = INFERENCE_
     return np.concatenate(out)
 
 
+def clean_figures(pred: np.ndarray, y: np.ndarray, num_classes: int) -> tuple[float, float, float]:
+    """(accuracy, fairness gap, weakest present class's accuracy) of predictions."""
+    per_class = per_class_accuracy(pred, y, num_classes)
+    present = [a for a in per_class if a is not None]
+    return accuracy(pred, y), fairness_gap(per_class), min(present)
+
+
 def clean_measurement(
     forward: Forward,
     clean: Dataset,
@@ -168,14 +172,13 @@ def clean_measurement(
 ) -> Measurement:
     """The clean figures of `forward` on `clean`, with the scenario's bad figure."""
     pred = predict_labels(forward, clean.x, batch_size)
-    per_class = per_class_accuracy(pred, clean.y, num_classes)
-    present = [a for a in per_class if a is not None]
+    acc, gap, weakest = clean_figures(pred, clean.y, num_classes)
     return Measurement(
-        accuracy(pred, clean.y),
+        acc,
         bad,
-        fairness_gap(per_class),
+        gap,
         bad_kind,
-        min(present),
+        weakest,
         pred,
         clean.y,
         bad_hits,
