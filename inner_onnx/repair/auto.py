@@ -4,9 +4,16 @@ validation split (issue 12).
 Candidates run in order of how many values their plan lets change, fewest first; the
 first whose kept weights meet the scenario's validation targets wins (so the winner is
 the candidate with the fewest changeable values that meets them). When none does, the
-one with the best validation objective is kept. A time budget stops starting new
-candidates once spent (the first always runs). Every candidate's validation figures are
+one with the best validation objective is kept. Every candidate's validation figures are
 recorded for the JSON, the report and the provenance.
+
+The time budget is counted in runs of one plain fine-tuning, estimated by the first
+candidate's training time (a masked run costs about what an unmasked one does: the
+backward pass crosses the whole model either way), and covers the plans' localization
+too. The first candidate and the last (the most changeable values, fine-tuning
+everything by default) always run when nothing before them met the targets; a candidate
+in between starts only if it and the last one still fit in the budget, so a method that
+can change everything is never the one the budget drops.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ def select(problem: RepairProblem) -> Selection:
     from inner_onnx.repair.pipeline import run_plan
 
     settings = problem.settings.auto
+    started = time.perf_counter()
     applicable = [
         name for name in settings.candidates if problem.scenario.name in METHODS[name].scenarios
     ]
@@ -62,10 +70,10 @@ def select(problem: RepairProblem) -> Selection:
     records: list[CandidateRecord] = []
     best: tuple[float, str, TorchView, TrainOutcome] | None = None
     rule = problem.settings.stopping
-    budget: float | None = None
-    for name in order:
-        if budget is not None and sum(r.seconds for r in records) > budget:
-            break
+    for position, name in enumerate(order):
+        between = 0 < position < len(order) - 1
+        if between and not _fits(settings.budget_factor, records[0].seconds, started):
+            continue
         began = time.perf_counter()
         view, outcome = run_plan(problem, plans[name])
         assert outcome.kept is not None and outcome.start is not None
@@ -82,11 +90,17 @@ def select(problem: RepairProblem) -> Selection:
                 {"accuracy": kept.accuracy, "bad": kept.bad, "fairness_gap": kept.gap},
             )
         )
-        if settings.budget_factor is not None and budget is None:
-            budget = settings.budget_factor * records[0].seconds
         if best is None or score > best[0] or outcome.targets_met:
             best = (score, name, view, outcome)
         if outcome.targets_met:
             break
     assert best is not None
     return Selection(best[1], best[2], best[3], records)
+
+
+def _fits(budget_factor: float | None, run_seconds: float, started: float) -> bool:
+    """Whether one more run and the last candidate's still fit in the budget."""
+    if budget_factor is None:
+        return True
+    spent = time.perf_counter() - started
+    return spent + 2 * run_seconds <= budget_factor * run_seconds

@@ -79,9 +79,9 @@ class AutoSettings:
     """`--method auto` (repair/auto.py): which candidates, and how long to try them."""
 
     candidates: tuple[str, ...] = ("inner", "inner_ref", "ft_faults", "ft_last2", "ft")
-    # stop starting new candidates once this many times the first candidate's time is spent,
-    # so auto costs about (1 + this) candidate runs at most; None: try them all
-    budget_factor: float | None = 2.0
+    # auto's whole time (localization included) in runs of one plain fine-tuning, estimated
+    # by the first candidate's training time: issue 12's limit; None: try every candidate
+    budget_factor: float | None = 3.0
 
 
 @dataclass(frozen=True)

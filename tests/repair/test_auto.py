@@ -36,9 +36,12 @@ def test_auto_keeps_the_first_candidate_that_meets_the_targets() -> None:
     assert result.summary()["auto_candidates"] == candidates
 
 
-def test_auto_budget_stops_starting_candidates() -> None:
+def test_an_exhausted_budget_skips_the_middle_candidates_but_not_the_last() -> None:
     model, clean, source, evaluation = backdoor_problem_inputs()
     settings = settings_for("backdoor", method="auto", epochs=1, top_k=8)
     settings = replace(settings, auto=AutoSettings(("inner", "ft_last2", "ft"), budget_factor=0.0))
     result = repair(model, clean, source, settings, RunContext(seed=0), evaluation=evaluation)
-    assert result.candidates is not None and len(result.candidates) == 1
+    assert result.candidates is not None
+    ran = [c["method"] for c in result.candidates]
+    # one epoch of INNER does not meet the targets here, so fine-tuning everything follows
+    assert ran == ["inner", "ft"]
