@@ -81,12 +81,12 @@ class RepairJob:
     def run(self, reporter: Reporter = QUIET) -> dict[str, object]:
         """Repair, write atomically, write the report; returns the summary."""
         self.check()
-        clean = load_npz(self.data, self.model)
         faults = load_faults(self.faults_path, self.model) if self.faults_path else None
         evaluation = self.evaluation()
+        # No reference kept here: the repair frees the full array once it is split.
         result = pipeline.repair(
             self.model,
-            clean,
+            load_npz(self.data, self.model),
             self.source,
             self.settings,
             self.context,
