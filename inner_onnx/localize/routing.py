@@ -168,7 +168,8 @@ class UnitRouter:
             one_mask = None if mask is None else mask.unsqueeze(0)
             return pool_activation_torch(activation, self.unit, one_mask)[0]
 
-        pooled = torch.func.vmap(one_sample)(weights, inputs, masks)
+        mask_axis = None if masks is None else 0
+        pooled = torch.func.vmap(one_sample, in_dims=(0, 0, mask_axis))(weights, inputs, masks)
         return self.probe.torch_logits(pooled)
 
     def gate_elements(self) -> int:
