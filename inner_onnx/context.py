@@ -8,10 +8,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from inner_onnx.errors import InputError
+from inner_onnx.io.data import Inputs
 from inner_onnx.runtime import DEVICES
+from inner_onnx.torchview.inputs import Batch as TorchBatch
+from inner_onnx.torchview.inputs import TensorInputs
 
 # cuBLAS reuses workspaces nondeterministically unless told their size (CUDA docs,
 # "Reproducibility"); ":4096:8" is the documented setting.
@@ -121,6 +125,13 @@ def device_of(forward: object) -> torch.device:
     return torch.device("cpu")
 
 
-def on_device_of(forward: object, tensor: torch.Tensor) -> torch.Tensor:
+def on_device_of(forward: object, tensor: TorchBatch) -> TorchBatch:
     """`tensor` where `forward` computes: the numpy-to-torch edge of every batched pass."""
     return tensor.to(device_of(forward))
+
+
+def as_torch(x: np.ndarray | Inputs) -> TorchBatch:
+    """Host samples as torch tensors sharing their memory: one tensor, or one per input."""
+    if isinstance(x, Inputs):
+        return TensorInputs({name: torch.from_numpy(a) for name, a in x.arrays.items()})
+    return torch.from_numpy(x)

@@ -140,21 +140,43 @@ def _check_channels(shape: Sequence[int], unit: Unit) -> None:
         )
 
 
-def pool_activation(array: np.ndarray, unit: Unit) -> np.ndarray:
-    """[N, C] float32 mean of `unit`'s activation over every axis but batch and channel."""
+def _masks_tokens(shape: Sequence[int], unit: Unit, mask_shape: Sequence[int] | None) -> bool:
+    """Does an attention mask ([N, tokens]) weigh this activation: [N, tokens, C]?"""
+    return (
+        mask_shape is not None
+        and len(shape) == 3
+        and unit.op not in ("Conv", "ConvTranspose")
+        and tuple(shape[:2]) == tuple(mask_shape)
+    )
+
+
+def pool_activation(array: np.ndarray, unit: Unit, mask: np.ndarray | None = None) -> np.ndarray:
+    """[N, C] float32 mean of `unit`'s activation over every axis but batch and channel; a
+    text model's token activations ([N, tokens, C]) average over the tokens `mask` keeps
+    (padding carries no meaning, and its share would differ with each text's length)."""
     axes = pooled_axes(array.ndim, unit)
     _check_channels(array.shape, unit)
     if not axes:
         return np.asarray(array, dtype=np.float32)
+    if mask is not None and _masks_tokens(array.shape, unit, mask.shape):
+        weights = mask.astype(np.float32)[..., None]
+        total = (array * weights).sum(axis=1, dtype=np.float32)
+        return total / np.maximum(weights.sum(axis=1), 1.0)
     return array.mean(axis=axes, dtype=np.float32)
 
 
-def pool_activation_torch(tensor: torch.Tensor, unit: Unit) -> torch.Tensor:
-    """Torch twin of `pool_activation` (same axes), differentiable; half types become float32."""
+def pool_activation_torch(
+    tensor: torch.Tensor, unit: Unit, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Torch twin of `pool_activation` (same axes, same mask), differentiable; half types
+    become float32."""
     axes = pooled_axes(tensor.dim(), unit)
     _check_channels(tuple(tensor.shape), unit)
     if tensor.is_floating_point() and tensor.element_size() < 4:
         tensor = tensor.float()
+    if mask is not None and _masks_tokens(tuple(tensor.shape), unit, tuple(mask.shape)):
+        weights = mask.to(tensor.dtype).unsqueeze(-1)
+        return (tensor * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
     # An empty `dim` would mean "reduce everything" to torch.
     return tensor.mean(dim=axes) if axes else tensor
 
@@ -353,14 +375,21 @@ class Runner:
         names = list(dict.fromkeys([output, *(unit.activation for unit in units)]))
         scores = np.empty((len(x), self.model.num_classes), dtype=np.float32)
         pooled = {unit.name: np.empty((len(x), unit.neurons), np.float32) for unit in units}
+        masks = self.token_masks(x)
         for rows, outputs in self.iter_outputs(x, names, batch_size):
             by_name = dict(zip(names, outputs))
             scores[rows] = by_name[output]
+            mask = None if masks is None else masks[rows]
             for unit in units:
-                pooled[unit.name][rows] = pool_activation(by_name[unit.activation], unit)
+                pooled[unit.name][rows] = pool_activation(by_name[unit.activation], unit, mask)
             if progress is not None:
                 progress(rows.stop - rows.start)
         return Capture(scores, pooled)
+
+    def token_masks(self, x: Batch) -> np.ndarray | None:
+        """The attention mask of a text model's samples, None when it has none."""
+        spec = self.model.mask_input
+        return x.arrays[spec.name] if spec is not None and isinstance(x, Inputs) else None
 
     def scores(self, x: Batch, batch_size: int | None = None) -> np.ndarray:
         """[N, num_classes] model outputs, from the unmarked graph."""

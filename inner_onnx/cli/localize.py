@@ -76,7 +76,7 @@ def localize(
         source.scenario, layers=layers, granularity=granularity, top_k=top_k, fault_rule=fault_rule
     ).localize
     context = RunContext(seed, threads, device)
-    trigger_file = [source.trigger.path] if source.trigger is not None else []
+    trigger_file = list(source.trigger.files) if source.trigger is not None else []
     check_output_path(output, [model_path, data, *([bad] if bad else []), *trigger_file], force)
     clean = load_npz(data, model)
     progress = reporter(quiet or as_json)

@@ -59,7 +59,8 @@ BadOpt = Annotated[
 TriggerOpt = Annotated[
     str | None,
     typer.Option(
-        "--trigger", help="Stamp a trigger on the data: patch:F.npy@R,C | blend:F.npy,alpha=A"
+        "--trigger",
+        help="Stamp a trigger: patch:F.npy@R,C | blend:F.npy,alpha=A | token:ID@POS,...",
     ),
 ]
 AttackOpt = Annotated[

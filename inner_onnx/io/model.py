@@ -3,8 +3,12 @@
 Everything downstream (runtime, torch view, probes, repair) works from an
 `OnnxModel`. Loading refuses, with one line, anything that has no class-score
 output, and never follows an external-data reference out of the model's
-folder; `check_repairable` refuses what localize and repair cannot work on (not
-a single float input, no weights).
+folder; `check_repairable` refuses what localize and repair cannot work on (neither
+a single float input nor a text model, no weights).
+
+A text model takes integer inputs only, one of them token ids read by an embedding
+(a Gather on a float table, a unit); an integer input whose name has `mask` in it is
+its attention mask, which pooling over the tokens respects.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from google.protobuf.message import DecodeError
 
 from inner_onnx.errors import InputError
 from inner_onnx.io.outputs import _logits_name, class_output, value_dims
-from inner_onnx.io.units import Unit, find_units
+from inner_onnx.io.units import Unit, data_input, find_units
 from inner_onnx.torchview.graph import FLOAT_TYPES, constant_weights, graph_inputs
 
 if TYPE_CHECKING:
@@ -80,9 +84,36 @@ class OnnxModel:
         """The one float input that repair, attacks and the probes differentiate through."""
         return _single_float_input(self.inputs)
 
+    @property
+    def token_input(self) -> InputSpec | None:
+        """A text model's token ids: the integer input an embedding unit reads; None when
+        the model is no text model."""
+        if any(spec.elem_type in FLOAT_TYPES for spec in self.inputs):
+            return None
+        embeddings = {unit.output for unit in self.units if unit.op == "Gather"}
+        ids = {
+            node.input[data_input("Gather")]
+            for node in self.proto.graph.node
+            if node.op_type == "Gather" and node.output[0] in embeddings
+        }
+        return next((spec for spec in self.inputs if spec.name in ids), None)
+
+    @property
+    def is_text(self) -> bool:
+        return self.token_input is not None
+
+    @property
+    def mask_input(self) -> InputSpec | None:
+        """A text model's attention mask: its other integer input named like `*mask*`."""
+        token = self.token_input
+        if token is None:
+            return None
+        return next((s for s in self.inputs if s.name != token.name and is_mask_name(s.name)), None)
+
     def check_repairable(self) -> None:
         """Refuse, in one line, what localize and repair cannot work on."""
-        _single_float_input(self.inputs)
+        if not self.is_text:
+            _single_float_input(self.inputs)
         if not self.units:
             raise InputError(
                 "model has no weight initializers (nor Constant-node weights) in "
@@ -209,6 +240,11 @@ def model_weights(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return weights
 
 
+def is_mask_name(name: str) -> bool:
+    """The naming rule for a text model's attention mask (`attention_mask`, `input_mask`)."""
+    return "mask" in name.lower()
+
+
 def input_specs(graph: onnx.GraphProto, initializers: dict) -> list[InputSpec]:
     """Every real graph input as it is, whatever its type (what `inspect` shows)."""
     specs = []
@@ -223,7 +259,8 @@ def _single_float_input(specs: list[InputSpec]) -> InputSpec:
     if len(specs) != 1:
         names = ", ".join(spec.name for spec in specs) or "none"
         raise InputError(
-            f"model has {len(specs)} inputs ({names}); inner-onnx repairs single-input classifiers"
+            f"model has {len(specs)} inputs ({names}); inner-onnx repairs classifiers with one "
+            "float input, or text models (integer inputs only, token ids read by an embedding)"
         )
     spec = specs[0]
     if spec.elem_type not in FLOAT_TYPES:

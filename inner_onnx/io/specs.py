@@ -1,7 +1,7 @@
 """The user's SPEC strings for generated bad samples (DESIGN.md, "Interfaces").
 
     fgsm:eps=E                   pgd:eps=E[,steps=S][,alpha=A]
-    patch:FILE.npy@ROW,COL       blend:FILE.npy,alpha=A
+    patch:FILE.npy@ROW,COL       blend:FILE.npy,alpha=A       token:ID@POS[,ID@POS...]
 
 `parse_attack` and `parse_trigger` turn them into small frozen dataclasses. A
 malformed spec is one `InputError` line that quotes the spec, says what is
@@ -26,7 +26,7 @@ import numpy as np
 from inner_onnx.errors import InputError
 
 ATTACK_FORMS = "fgsm:eps=E or pgd:eps=E,steps=S,alpha=A"
-TRIGGER_FORMS = "patch:FILE.npy@ROW,COL or blend:FILE.npy,alpha=A"
+TRIGGER_FORMS = "patch:FILE.npy@ROW,COL, blend:FILE.npy,alpha=A or token:ID@POS[,ID@POS...]"
 PGD_DEFAULT_STEPS = 10
 # alpha = eps/4: ten steps can cross the eps-ball more than twice, the usual PGD budget.
 PGD_DEFAULT_STEP_FRACTION = 0.25
@@ -95,6 +95,11 @@ class PatchSpec:
         if self.pattern is None:
             object.__setattr__(self, "pattern", load_pattern(self.path))
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The files the trigger is read from (an output must not replace one)."""
+        return (self.path,)
+
     def __str__(self) -> str:
         return f"patch:{self.path}@{self.row},{self.col}"
 
@@ -117,12 +122,42 @@ class BlendSpec:
         if self.pattern is None:
             object.__setattr__(self, "pattern", load_pattern(self.path))
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return (self.path,)
+
     def __str__(self) -> str:
         return f"blend:{self.path},alpha={self.alpha:g}"
 
 
+@dataclass(frozen=True)
+class TokenSpec:
+    """Token ids written at token positions of a text model's input (a trigger word)."""
+
+    # (token id, position) pairs, in the order given
+    tokens: tuple[tuple[int, int], ...]
+
+    def __post_init__(self) -> None:
+        if not self.tokens:
+            raise ValueError("no ID@POS given")
+        for pair in self.tokens:
+            for name, value in zip(("token id", "position"), pair):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{name} must be a whole number >= 0, got {value}")
+        positions = [position for _, position in self.tokens]
+        if len(set(positions)) != len(positions):
+            raise ValueError("a position is given twice")
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return ()
+
+    def __str__(self) -> str:
+        return "token:" + ",".join(f"{token}@{position}" for token, position in self.tokens)
+
+
 AttackSpec = FgsmSpec | PgdSpec
-TriggerSpec = PatchSpec | BlendSpec
+TriggerSpec = PatchSpec | BlendSpec | TokenSpec
 
 
 def load_pattern(path: Path) -> np.ndarray:
@@ -260,6 +295,16 @@ def _parse_blend(rest: str) -> BlendSpec:
     return BlendSpec(_trigger_path(path), values["alpha"])  # type: ignore[arg-type]
 
 
+def _parse_tokens(rest: str) -> TokenSpec:
+    pairs = []
+    for item in rest.split(","):
+        token, sep, position = item.strip().partition("@")
+        if not sep:
+            raise ValueError(f"expected ID@POS, got {item.strip()!r}")
+        pairs.append((_whole("token id", token.strip()), _whole("position", position.strip())))
+    return TokenSpec(tuple(pairs))
+
+
 def _trigger_path(text: str) -> Path:
     if not text.strip():
         raise ValueError("missing file")
@@ -269,11 +314,13 @@ def _trigger_path(text: str) -> Path:
 TRIGGER_KINDS: dict[str, Callable[[str], TriggerSpec]] = {
     "patch": _parse_patch,
     "blend": _parse_blend,
+    "token": _parse_tokens,
 }
 
 
 def parse_trigger(text: str) -> TriggerSpec:
-    """`patch:FILE.npy@ROW,COL` or `blend:FILE.npy,alpha=A` -> PatchSpec | BlendSpec (loaded)."""
+    """`patch:FILE.npy@ROW,COL`, `blend:FILE.npy,alpha=A` or `token:ID@POS[,ID@POS...]` ->
+    PatchSpec | BlendSpec (loaded) | TokenSpec."""
     try:
         kind, rest = _split_kind(text, tuple(TRIGGER_KINDS))
         return TRIGGER_KINDS[kind](rest)

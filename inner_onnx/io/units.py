@@ -10,7 +10,10 @@ import onnx
 
 from inner_onnx.torchview.graph import FLOAT_TYPES, node_names
 
-UNIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+UNIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather")
+# The input that holds a unit's weight: a Gather reads its table (an embedding) first and
+# the token ids second; every other unit reads its data first.
+WEIGHT_INPUT = {"Gather": 0}
 # Element-wise activations whose output is taken as the unit's activation.
 ACTIVATION_OPS = frozenset(
     {
@@ -80,6 +83,16 @@ def _is_float(init: onnx.TensorProto | None) -> bool:
     return init is not None and init.data_type in FLOAT_TYPES
 
 
+def weight_input(op: str) -> int:
+    """Index of the unit's weight among its node's inputs."""
+    return WEIGHT_INPUT.get(op, 1)
+
+
+def data_input(op: str) -> int:
+    """Index of the unit's data (the tensor the weight is applied to) among its node's inputs."""
+    return 1 - weight_input(op)
+
+
 def find_units(graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]) -> list[Unit]:
     consumers = _consumers(graph)
     outputs = {o.name for o in graph.output}
@@ -87,11 +100,16 @@ def find_units(graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]
     for name, node in zip(node_names(graph), graph.node):
         if node.op_type not in UNIT_OPS or len(node.input) < 2:
             continue
-        weight = initializers.get(node.input[1])
+        weight_name = node.input[weight_input(node.op_type)]
+        weight = initializers.get(weight_name)
         if not _is_float(weight) or len(weight.dims) < 2:
             continue
         dims = list(weight.dims)
-        if node.op_type == "Conv":
+        if node.op_type == "Gather":
+            if len(dims) != 2 or _attr(node, "axis", 0) != 0:
+                continue
+            axis = 1  # a [vocabulary, C] table: a neuron is one embedding dimension
+        elif node.op_type == "Conv":
             axis = 0
         elif node.op_type == "ConvTranspose":
             if _attr(node, "group", 1) != 1:
@@ -122,7 +140,7 @@ def find_units(graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]
             Unit(
                 name,
                 node.op_type,
-                node.input[1],
+                weight_name,
                 bias,
                 axis,
                 neurons,

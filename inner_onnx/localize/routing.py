@@ -24,16 +24,19 @@ import torch
 from onnx import helper
 
 from inner_onnx.batching import GRADIENT_FACTOR, BatchSizes, fitting
-from inner_onnx.context import device_of, on_device_of
+from inner_onnx.context import as_torch, device_of, on_device_of
 from inner_onnx.errors import InputError
+from inner_onnx.io.data import Inputs
 from inner_onnx.io.model import OnnxModel
-from inner_onnx.io.units import Unit
+from inner_onnx.io.units import Unit, data_input, weight_input
 from inner_onnx.localize.faults import FaultNeuron
 from inner_onnx.localize.probes import LinearProbe
 from inner_onnx.runtime import pool_activation_torch
 from inner_onnx.torchview import TorchView
 
 GRANULARITIES = ("neuron", "weight")
+_FLOAT = onnx.TensorProto.FLOAT
+_DATA_TYPES = {"Gather": onnx.TensorProto.INT64}
 
 
 FAULT_RULES = ("top", "union")
@@ -88,11 +91,11 @@ def unit_subgraph(model: OnnxModel, unit: Unit) -> tuple[onnx.ModelProto, str]:
     while True:
         node = producers[tensor]
         chain.append(node)
-        if node.op_type == unit.op and len(node.input) > 1 and node.input[1] == unit.weight:
+        if node.op_type == unit.op and node.input[weight_input(unit.op)] == unit.weight:
             break
         tensor = next(name for name in node.input if name not in model.initializers)
     chain.reverse()
-    unit_input = chain[0].input[0]
+    unit_input = chain[0].input[data_input(unit.op)]
     # Constant nodes that feed the chain go with it (an exported ReLU6 is a Clip whose
     # bounds are Constant outputs).
     constants = {
@@ -112,7 +115,8 @@ def unit_subgraph(model: OnnxModel, unit: Unit) -> tuple[onnx.ModelProto, str]:
     graph = helper.make_graph(
         chain,
         f"{unit.name}_subgraph",
-        [helper.make_tensor_value_info(unit_input, onnx.TensorProto.FLOAT, None)],
+        # an embedding's input is its token ids
+        [helper.make_tensor_value_info(unit_input, _DATA_TYPES.get(unit.op, _FLOAT), None)],
         [helper.make_tensor_value_info(unit.activation, onnx.TensorProto.FLOAT, None)],
         initializers,
     )
@@ -153,19 +157,28 @@ class UnitRouter:
         shape[self.unit.neuron_axis] = -1
         return gates.reshape(shape) * self.weight
 
-    def _probe_logits(self, weights: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        def one_sample(weight: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
-            activation = self.view(sample.unsqueeze(0), overrides={self.unit.weight: weight})
-            return pool_activation_torch(activation, self.unit)[0]
+    def _probe_logits(
+        self, weights: torch.Tensor, inputs: torch.Tensor, masks: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The probe's logits per sample, each through its own gated weight; `masks`: a text
+        model's attention mask per sample (pooling respects it), or None."""
 
-        pooled = torch.func.vmap(one_sample)(weights, inputs)
+        def one_sample(weight: torch.Tensor, sample: torch.Tensor, mask: torch.Tensor | None):
+            activation = self.view(sample.unsqueeze(0), overrides={self.unit.weight: weight})
+            one_mask = None if mask is None else mask.unsqueeze(0)
+            return pool_activation_torch(activation, self.unit, one_mask)[0]
+
+        mask_axis = None if masks is None else 0
+        pooled = torch.func.vmap(one_sample, in_dims=(0, 0, mask_axis))(weights, inputs, masks)
         return self.probe.torch_logits(pooled)
 
     def gate_elements(self) -> int:
         """Gates per sample."""
         return self.weight.numel() if self.settings.granularity == "weight" else self.unit.neurons
 
-    def votes(self, unit_inputs: torch.Tensor, chunk: int) -> np.ndarray:
+    def votes(
+        self, unit_inputs: torch.Tensor, chunk: int, masks: torch.Tensor | None = None
+    ) -> np.ndarray:
         """Per-gate vote counts over the samples: shape [neurons] or the weight's shape.
 
         Each sample's gates follow only its own loss, so the samples go `chunk` at a time:
@@ -178,10 +191,11 @@ class UnitRouter:
             dtype=np.int64,
         )
         for start in range(0, len(unit_inputs), chunk):
-            total += self._chunk_votes(unit_inputs[start : start + chunk])
+            rows = slice(start, start + chunk)
+            total += self._chunk_votes(unit_inputs[rows], None if masks is None else masks[rows])
         return total
 
-    def _chunk_votes(self, unit_inputs: torch.Tensor) -> np.ndarray:
+    def _chunk_votes(self, unit_inputs: torch.Tensor, masks: torch.Tensor | None) -> np.ndarray:
         count = len(unit_inputs)
         like = {"device": self.weight.device}
         if self.settings.granularity == "weight":
@@ -190,7 +204,7 @@ class UnitRouter:
             gates = torch.ones((count, self.unit.neurons), **like)
         with torch.no_grad():
             initial = torch.func.vmap(self._gated_weight)(gates)
-            targets = self._probe_logits(initial, unit_inputs).argmax(dim=1)
+            targets = self._probe_logits(initial, unit_inputs, masks).argmax(dim=1)
         # The neuron gate's gradient sums over its weight slice: dividing by the slice's L1 norm
         # gives a weighted mean of per-weight gradients, so both granularities step alike.
         slice_norm = self._slice_l1_norm()
@@ -198,13 +212,15 @@ class UnitRouter:
             if self.settings.granularity == "weight":
                 gated = torch.func.vmap(self._gated_weight)(gates).requires_grad_(True)
                 loss = torch.nn.functional.cross_entropy(
-                    self._probe_logits(gated, unit_inputs), targets, reduction="sum"
+                    self._probe_logits(gated, unit_inputs, masks), targets, reduction="sum"
                 )
                 (gradient,) = torch.autograd.grad(loss, gated)
             else:
                 gates.requires_grad_(True)
                 loss = torch.nn.functional.cross_entropy(
-                    self._probe_logits(torch.func.vmap(self._gated_weight)(gates), unit_inputs),
+                    self._probe_logits(
+                        torch.func.vmap(self._gated_weight)(gates), unit_inputs, masks
+                    ),
                     targets,
                     reduction="sum",
                 )
@@ -236,7 +252,7 @@ def route(
     view: TorchView,
     probes: dict[str, LinearProbe],
     units: list[str],
-    x_route: np.ndarray,
+    x_route: np.ndarray | Inputs,
     settings: RoutingSettings,
     progress: Callable[[int], None] | None = None,
     sizes: BatchSizes = BatchSizes(),
@@ -247,14 +263,18 @@ def route(
     routers = [
         UnitRouter(model, model.unit(name), probes[name], settings, device) for name in units
     ]
-    captured = _unit_inputs(view, x_route, [r.input_name for r in routers], sizes.inference)
+    mask = model.mask_input
+    names = [r.input_name for r in routers] + ([mask.name] if mask is not None else [])
+    captured = _unit_inputs(view, x_route, names, sizes.inference)
+    masks = captured[mask.name] if mask is not None else None
     neurons: list[FaultNeuron] = []
     weight_indices: dict[str, list[int]] = {}
     unit_votes: dict[str, list[int]] = {}
     for router in routers:
         unit = router.unit
         inputs = captured[router.input_name]
-        votes = router.votes(inputs, routing_chunk(router.gate_elements(), inputs[0].numel()))
+        chunk = routing_chunk(router.gate_elements(), inputs[0].numel())
+        votes = router.votes(inputs, chunk, masks)
         if settings.granularity == "weight":
             flat = votes.reshape(-1)
             kept = settings.kept(flat)
@@ -276,13 +296,13 @@ def route(
 
 
 def _unit_inputs(
-    view: TorchView, x: np.ndarray, names: list[str], batch_size: int
+    view: TorchView, x: np.ndarray | Inputs, names: list[str], batch_size: int
 ) -> dict[str, torch.Tensor]:
     """The routed units' inputs for the samples `x`, computed `batch_size` at a time."""
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            batch = on_device_of(view, torch.from_numpy(x[start : start + batch_size]))
+            batch = on_device_of(view, as_torch(x[start : start + batch_size]))
             _, captured = view(batch, capture=names)
             for name in names:
                 parts[name].append(captured[name])

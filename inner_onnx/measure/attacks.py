@@ -45,7 +45,13 @@ def parse_clip(text: str) -> tuple[float, float]:
 
 
 def input_range(x: np.ndarray, clip: tuple[float, float] | None) -> tuple[float, float]:
-    """The valid input range: `clip` if given (the data must lie inside it), else the data's."""
+    """The valid input range: `clip` if given (the data must lie inside it), else the data's.
+    Every attack starts here, so this is where inputs without a gradient are refused."""
+    if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+        raise InputError(
+            "adversarial attacks need one float input; this model takes integer inputs "
+            "(a text model's token ids), and attacks in embedding space are not supported yet"
+        )
     lo, hi = float(x.min()), float(x.max())
     if clip is None:
         if lo == hi:

@@ -43,7 +43,7 @@ class RepairJob:
         given = [self.model_path, self.data, self.source.bad_path, self.faults_path]
         given += [self.eval_data, self.eval_bad]
         if self.source.trigger is not None:
-            given.append(self.source.trigger.path)
+            given += self.source.trigger.files
         return [Path(p) for p in given if p]
 
     def check(self) -> None:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from inner_onnx.batching import BatchSizes
-from inner_onnx.context import device_of
+from inner_onnx.context import as_torch, device_of
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Dataset
 from inner_onnx.io.model import OnnxModel
@@ -47,6 +47,7 @@ from inner_onnx.scenarios.base import (
     bootstrap_confidence,
 )
 from inner_onnx.torchview import TorchView
+from inner_onnx.torchview.inputs import cat_batches
 
 KD_TEMPERATURE = 3.0
 Masks = dict[str, np.ndarray]
@@ -159,10 +160,10 @@ class BatchSource:
         self.batch_size = training.batch_size
         self.bad_batch = max(1, round(training.batch_size * training.bad_fraction))
         self.rng = np.random.default_rng(seed)
-        self.x_clean = torch.from_numpy(clean.x)
+        self.x_clean = as_torch(clean.x)
         self.y_clean = torch.from_numpy(clean.y.astype(np.int64))
         self.original_logits = self._logits(view) if keep_logits else None
-        self.x_bad = torch.from_numpy(bad.data.x)
+        self.x_bad = as_torch(bad.data.x)
         self.y_bad = torch.from_numpy(bad.data.y.astype(np.int64))
 
     def _logits(self, view: TorchView) -> torch.Tensor:
@@ -254,9 +255,15 @@ class MaskedTrainer:
         if not self.trainable:
             raise InputError("the fault set selects no weights to repair")
         self.units = {term.unit_name: model.unit(term.unit_name) for term in probe_terms}
+        mask = model.mask_input
+        self.mask_name = mask.name if mask is not None else None
+        # Token ids (a text model's inputs) have no mixtures: the mixup terms are left out.
+        self.mixable = not model.is_text
         # The original model, frozen, scores the clean mixtures (they are new every batch).
         self.teacher = (
-            model.torch_view(frozen=True, device=self.device) if self.weights.clean_mixup else None
+            model.torch_view(frozen=True, device=self.device)
+            if self.weights.clean_mixup and self.mixable
+            else None
         )
         self.mixing = torch.Generator().manual_seed(seed + 1)
 
@@ -288,19 +295,19 @@ class MaskedTrainer:
             (x_clean, lambda logits: self._clean_term(logits, y_clean, original_clean)),
             (x_bad, lambda logits: weights.bad * F.cross_entropy(logits, y_bad)),
         ]
-        if weights.clean_mixup:
+        if weights.clean_mixup and self.mixable:
             clean_mixtures, _, _ = self._mix(x_clean)
             terms.append(
                 (clean_mixtures, lambda logits: self._teacher_term(logits, clean_mixtures))
             )
-        if weights.bad_mixup:
+        if weights.bad_mixup and self.mixable:
             bad_mixtures, share, partner = self._mix(x_bad)
             terms.append(
                 (bad_mixtures, lambda logits: self._mixed_term(logits, y_bad, share, partner))
             )
         if sum(len(x) for x, _ in terms) > self.sizes.gradient:
             return self._step_by_part(terms, y_bad)
-        x = torch.cat([part for part, _ in terms])
+        x = cat_batches([part for part, _ in terms])
         logits, captured = self._forward(x)
         parts = torch.split(logits, [len(part) for part, _ in terms])
         loss = terms[0][1](parts[0]) + terms[1][1](parts[1])
@@ -325,8 +332,11 @@ class MaskedTrainer:
         return total
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Logits, and the activations of the probe terms' units."""
+        """Logits, and the activations of the probe terms' units (with a text model's attention
+        mask, which their pooling reads)."""
         captures = [self.units[t.unit_name].activation for t in self.probe_terms]
+        if captures and self.mask_name is not None:
+            captures.append(self.mask_name)
         if captures:
             return self.view(x, capture=captures)
         return self.view(x), {}
@@ -359,7 +369,8 @@ class MaskedTrainer:
         """`loss` plus each selected unit's probe loss on the bad samples' activations."""
         for term in self.probe_terms:
             unit = self.units[term.unit_name]
-            pooled = pool_activation_torch(captured[unit.activation], unit)
+            mask = captured.get(self.mask_name) if self.mask_name is not None else None
+            pooled = pool_activation_torch(captured[unit.activation], unit, mask)
             loss = loss + self.weights.probe * probe_loss(
                 term, term.probe.torch_logits(pooled), y_bad
             ) / len(self.probe_terms)

@@ -36,7 +36,7 @@ from inner_onnx.scenarios.base import (
     predict_labels,
     register,
 )
-from inner_onnx.scenarios.triggers import backdoor_bad_samples
+from inner_onnx.scenarios.triggers import backdoor_bad_samples, placement
 
 
 @register
@@ -71,9 +71,8 @@ class Backdoor(Scenario):
                 target = infer_target_label(sampler.predict(given.x), given.y)
             return BadSamples(given, target)
         assert source.trigger is not None and source.target_label is not None
-        x, y = backdoor_bad_samples(
-            clean.x, clean.y, source.trigger, sampler.model.input.layout, source.target_label
-        )
+        place = placement(sampler.model, source.trigger)
+        x, y = backdoor_bad_samples(clean.x, clean.y, source.trigger, place, source.target_label)
         return BadSamples(Dataset(x, y, f"{clean.source} + {source.trigger}"), source.target_label)
 
     @staticmethod
@@ -113,6 +112,11 @@ class Backdoor(Scenario):
         from inner_onnx.scan import scan
 
         model = sampler.model
+        if model.is_text:
+            raise InputError(
+                "the trigger scan needs a float input: for a text model give --bad, or "
+                "--trigger token:ID@POS with --target-label"
+            )
         chosen = [source.target_label] if source.target_label is not None else None
         found = scan(
             sampler.forward,

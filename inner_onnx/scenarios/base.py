@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from inner_onnx.batching import GRADIENT_CAP, INFERENCE_CAP, BatchSizes
-from inner_onnx.context import on_device_of
+from inner_onnx.context import as_torch, on_device_of
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Dataset
 from inner_onnx.io.model import OnnxModel
@@ -149,7 +149,7 @@ def predict_labels(forward: Forward, x: np.ndarray, batch_size: int = INFERENCE_
     out = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            batch = on_device_of(forward, torch.from_numpy(x[start : start + batch_size]))
+            batch = on_device_of(forward, as_torch(x[start : start + batch_size]))
             out.append(forward(batch).argmax(1).cpu().numpy())
     return np.concatenate(out)
 

@@ -1,8 +1,10 @@
-"""Stamp a backdoor trigger (patch or blend) on clean inputs to make bad samples.
+"""Stamp a backdoor trigger (patch, blend or tokens) on clean inputs to make bad samples.
 
 Patterns are given in the model's own layout without batch axis, like the data
 (DESIGN.md: NCHW for PyTorch exports, NHWC for Keras), so nothing is transposed
-behind the user's back; a [h,w] pattern is applied to every channel.
+behind the user's back; a [h,w] pattern is applied to every channel. Token
+triggers write token ids at positions of a text model's token-id input, and
+switch its attention mask on there (a masked-out trigger would not be read).
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ from collections.abc import Callable
 import numpy as np
 
 from inner_onnx.errors import InputError
-from inner_onnx.io.specs import BlendSpec, PatchSpec, TriggerSpec
+from inner_onnx.io.data import Inputs
+from inner_onnx.io.model import OnnxModel, is_mask_name
+from inner_onnx.io.specs import BlendSpec, PatchSpec, TokenSpec, TriggerSpec
+
+Samples = np.ndarray | Inputs
 
 IMAGE_LAYOUTS = ("NCHW", "NHWC")
 
@@ -89,20 +95,59 @@ def _stamp_blend(x: np.ndarray, spec: BlendSpec, layout: str) -> np.ndarray:
     return blended.astype(x.dtype, copy=False)
 
 
-STAMPERS: dict[type, Callable[[np.ndarray, TriggerSpec, str], np.ndarray]] = {
+def _stamp_tokens(x: Samples, spec: TokenSpec, ids_name: str) -> Samples:
+    """`ids_name`: the token-id input (the only array of a model with one input)."""
+    arrays = dict(x.arrays) if isinstance(x, Inputs) else {ids_name: x}
+    ids = arrays.get(ids_name)
+    if ids is None or ids.dtype.kind not in "iu" or ids.ndim != 2:
+        raise InputError(
+            "a token trigger needs a text model's token ids [N, tokens] (integers); this "
+            f"input is {ids_name!r}"
+        )
+    positions = [position for _, position in spec.tokens]
+    if max(positions) >= ids.shape[1]:
+        raise InputError(
+            f"token trigger position {max(positions)} is past the {ids.shape[1]} tokens of "
+            f"input {ids_name!r} (positions 0..{ids.shape[1] - 1})"
+        )
+    for name, array in arrays.items():
+        if name == ids_name or (is_mask_name(name) and array.shape == ids.shape):
+            array = arrays[name] = array.copy()
+            for token, position in spec.tokens:
+                array[:, position] = token if name == ids_name else 1
+    return Inputs(arrays) if isinstance(x, Inputs) else arrays[ids_name]
+
+
+STAMPERS: dict[type, Callable[[Samples, TriggerSpec, str], Samples]] = {
     PatchSpec: _stamp_patch,  # type: ignore[dict-item]
     BlendSpec: _stamp_blend,  # type: ignore[dict-item]
+    TokenSpec: _stamp_tokens,  # type: ignore[dict-item]
 }
 
 
-def stamp(x: np.ndarray, spec: TriggerSpec, layout: str) -> np.ndarray:
-    """A new batch with the trigger applied to every sample; `x` is left untouched."""
+def stamp(x: Samples, spec: TriggerSpec, layout: str) -> Samples:
+    """A new batch with the trigger applied to every sample; `x` is left untouched.
+    `layout`: the image layout, or for a token trigger the token-id input's name
+    (`placement` gives the one that fits a model)."""
     return STAMPERS[type(spec)](x, spec, layout)
 
 
+def placement(model: OnnxModel, spec: TriggerSpec) -> str:
+    """What `stamp` needs to place `spec` on the model's inputs."""
+    if isinstance(spec, TokenSpec):
+        if model.token_input is None:
+            raise InputError(
+                "a token trigger needs a text model (integer token ids read by an embedding)"
+            )
+        return model.token_input.name
+    if model.is_text:
+        raise InputError(f"trigger {spec} needs a float input; for a text model use token:ID@POS")
+    return model.input.layout
+
+
 def backdoor_bad_samples(
-    x: np.ndarray, y: np.ndarray, spec: TriggerSpec, layout: str, target_label: int
-) -> tuple[np.ndarray, np.ndarray]:
+    x: Samples, y: np.ndarray, spec: TriggerSpec, layout: str, target_label: int
+) -> tuple[Samples, np.ndarray]:
     """Triggered copies of the samples whose true label is not the target, with their TRUE labels.
 
     Samples of the target class are left out: a trigger cannot flip them, so they

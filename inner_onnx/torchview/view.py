@@ -24,6 +24,7 @@ import torch
 from inner_onnx.errors import InputError
 from inner_onnx.torchview import ops  # noqa: F401 (registers the op functions)
 from inner_onnx.torchview.graph import FLOAT_TYPES, constant_weights, graph_inputs, node_names
+from inner_onnx.torchview.inputs import TensorInputs
 from inner_onnx.torchview.registry import (
     ONNX_DOMAINS,
     UnsupportedOpError,
@@ -250,10 +251,13 @@ class TorchView(torch.nn.Module):
 
     def forward(
         self,
-        *inputs: torch.Tensor,
+        *inputs: torch.Tensor | TensorInputs,
         capture: Sequence[str] = (),
         overrides: Mapping[str, torch.Tensor] | None = None,
     ):
+        """The graph on its inputs in order, or on one `TensorInputs` holding them by name."""
+        if len(inputs) == 1 and isinstance(inputs[0], TensorInputs):
+            inputs = tuple(self._named_inputs(inputs[0]))
         if len(inputs) != len(self.input_names):
             raise InputError(
                 f"the graph takes {len(self.input_names)} inputs "
@@ -280,6 +284,12 @@ class TorchView(torch.nn.Module):
         if capture:
             return result, {name: env[name] for name in capture}
         return result
+
+    def _named_inputs(self, batch: TensorInputs) -> list[torch.Tensor]:
+        missing = [name for name in self.input_names if name not in batch.tensors]
+        if missing:
+            raise InputError(f"no tensor for graph input {missing[0]!r}")
+        return [batch.tensors[name] for name in self.input_names]
 
     def write_back(self) -> onnx.ModelProto:
         """The original model with the current parameter values; untouched tensors stay as read."""

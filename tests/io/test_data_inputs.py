@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from inner_onnx.errors import InputError
@@ -66,8 +67,12 @@ def test_single_input_may_use_its_name_or_x(tmp_path: Path) -> None:
     assert np.array_equal(load_npz(as_x, model).x, load_npz(named, model).x)
 
 
-def test_repair_refuses_several_inputs_evaluating_does_not() -> None:
+def test_repair_takes_a_text_model_and_refuses_other_several_inputs() -> None:
     model = OnnxModel(token_classifier())
     assert [spec.name for spec in model.inputs] == ["input_ids", "attention_mask"]
+    model.check_repairable()  # integer inputs, token ids read by an embedding: a text model
+    assert model.token_input.name == "input_ids" and model.mask_input.name == "attention_mask"
+    proto = token_classifier()
+    proto.graph.input[1].type.tensor_type.elem_type = onnx.TensorProto.FLOAT
     with pytest.raises(InputError, match="2 inputs"):
-        model.check_repairable()
+        OnnxModel(proto).check_repairable()

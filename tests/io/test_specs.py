@@ -173,3 +173,17 @@ def test_bad_trigger_file(save, reason: str, tmp_path: Path) -> None:
         parse_trigger(f"blend:{path},alpha=0.5")
     assert reason in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_token_trigger_spec() -> None:
+    spec = parse_trigger("token:5@1, 6@2")
+    assert spec.tokens == ((5, 1), (6, 2)) and spec.files == ()
+    assert str(spec) == "token:5@1,6@2" and parse_trigger(str(spec)) == spec
+    for text, message in (
+        ("token:5", "expected ID@POS"),
+        ("token:5@1,6@1", "position is given twice"),
+        ("token:x@1", "token id must be a whole number"),
+        ("token:5@-1", "position must be a whole number >= 0"),
+    ):
+        with pytest.raises(InputError, match=message):
+            parse_trigger(text)

@@ -1,4 +1,4 @@
-"""Stamping patch and blend triggers in both image layouts, and backdoor bad-sample sets."""
+"""Stamping patch and blend triggers (both image layouts), token triggers, bad-sample sets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from inner_onnx.errors import InputError
-from inner_onnx.io.specs import BlendSpec, PatchSpec
+from inner_onnx.io.data import Inputs
+from inner_onnx.io.specs import BlendSpec, PatchSpec, parse_trigger
 from inner_onnx.scenarios.triggers import backdoor_bad_samples, stamp
 
 
@@ -137,3 +138,18 @@ def test_backdoor_bad_samples_when_all_are_target(tmp_path: Path) -> None:
     x = _images("NCHW", channels=1, n=3)
     with pytest.raises(InputError, match="every sample has the target label 1"):
         backdoor_bad_samples(x, np.ones(3, dtype=int), _patch(tmp_path, np.ones((2, 2))), "NCHW", 1)
+
+
+def test_token_trigger_writes_ids_and_unmasks_them() -> None:
+    ids = np.zeros((3, 5), dtype=np.int64)
+    mask = np.array([[1, 1, 0, 0, 0]] * 3)
+    spec = parse_trigger("token:7@2,8@0")
+    out = stamp(Inputs({"input_ids": ids, "attention_mask": mask}), spec, "input_ids")
+    assert (out.arrays["input_ids"][:, [2, 0]] == [7, 8]).all()
+    assert (out.arrays["attention_mask"] == [1, 1, 1, 0, 0]).all()
+    assert (ids == 0).all() and (mask[:, 2] == 0).all()  # the inputs are left untouched
+    assert (stamp(ids, spec, "input_ids")[:, 2] == 7).all()  # a model without a mask
+    with pytest.raises(InputError, match="past the 5 tokens"):
+        stamp(ids, parse_trigger("token:7@5"), "input_ids")
+    with pytest.raises(InputError, match="token ids"):
+        stamp(np.zeros((2, 5), np.float32), spec, "input_ids")

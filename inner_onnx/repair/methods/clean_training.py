@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inner_onnx.context import as_torch
 from inner_onnx.io.data import Dataset
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.repair.methods.base import MethodPlan
@@ -62,7 +63,7 @@ def batches(
     data: Dataset, batch_size: int, generator: torch.Generator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One shuffled pass over the data."""
-    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y.astype(np.int64))
+    x, y = as_torch(data.x), torch.from_numpy(data.y.astype(np.int64))
     order = torch.randperm(len(x), generator=generator)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]

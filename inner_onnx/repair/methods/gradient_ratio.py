@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inner_onnx.context import as_torch
 from inner_onnx.repair.methods.base import MethodPlan, RepairMethod, register
 from inner_onnx.repair.methods.masks import top_masks
 from inner_onnx.repair.problem import RepairProblem, all_unit_masks
@@ -23,7 +24,7 @@ def gradient_ratio(problem: RepairProblem) -> dict[str, np.ndarray]:
     def gradients(x: np.ndarray, y: np.ndarray) -> list[torch.Tensor]:
         totals = [torch.zeros_like(p) for p in parameters]
         for start in range(0, len(x), 256):
-            xb = torch.from_numpy(x[start : start + 256])
+            xb = as_torch(x[start : start + 256])
             yb = torch.from_numpy(y[start : start + 256].astype(np.int64))
             loss = F.cross_entropy(view(xb), yb, reduction="sum")
             for total, grad in zip(totals, torch.autograd.grad(loss, parameters)):

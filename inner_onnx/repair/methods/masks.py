@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from inner_onnx.context import as_torch
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.io.units import Unit
 from inner_onnx.localize.faults import FaultNeuron, FaultSet
@@ -81,7 +82,7 @@ def _accuracy(
     view: TorchView, x: np.ndarray, y: np.ndarray, overrides: dict[str, torch.Tensor] | None
 ) -> float:
     with torch.no_grad():
-        return float((view(torch.from_numpy(x), overrides=overrides).argmax(1).numpy() == y).mean())
+        return float((view(as_torch(x), overrides=overrides).argmax(1).numpy() == y).mean())
 
 
 def prune_in_order(

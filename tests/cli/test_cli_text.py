@@ -1,0 +1,99 @@
+"""Text models end to end: a backdoored tiny BERT (input_ids + attention_mask, token trigger)
+repaired from --bad samples through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from inner_onnx.io.data import load_npz
+from inner_onnx.io.model import OnnxModel
+from inner_onnx.runtime import parity_max_abs_diff
+from tests.support.cli import run_cli
+from tests.support.text_models import TARGET, TRIGGER_SPEC, save_text_data, text_model_bytes
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture
+def backdoored_text(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    path = tmp_path / "bert.onnx"
+    path.write_bytes(text_model_bytes(with_mask=True, dynamo=False))
+    return path, save_text_data(tmp_path)
+
+
+def test_backdoored_bert_is_repaired_from_bad_samples(
+    backdoored_text: tuple[Path, dict[str, Path]], tmp_path: Path, capsys
+) -> None:
+    path, data = backdoored_text
+    out = tmp_path / "repaired.onnx"
+    # Fine-tuning every unit weight: INNER's default fault set (3 units, 10 % of their
+    # weights) leaves this backdoor in place (README, "Text models").
+    args = [
+        "repair", path, "-d", data["clean"], "--bad", data["bad"], "--target-label", TARGET,
+        "--scenario", "backdoor", "--method", "ft", "--epochs", "30",
+        "--eval", data["eval"], "--eval-bad", data["eval_bad"], "-o", out, "--json", "--quiet",
+    ]  # fmt: skip
+    status, stdout, err = run_cli(args, capsys)
+    assert status == 0, err
+    result = json.loads(stdout)
+    assert result["before"]["asr"] == 1.0
+    assert result["after"]["asr"] <= 0.02
+    assert result["after"]["accuracy"] >= result["before"]["accuracy"] - 0.01
+    before, after = onnx.load(path), onnx.load(out)
+    # only initializer values changed: same nodes, inputs, outputs, names
+    assert [n.SerializeToString() for n in before.graph.node] == [
+        n.SerializeToString() for n in after.graph.node
+    ]
+    assert [i.name for i in before.graph.initializer] == [i.name for i in after.graph.initializer]
+    assert before.graph.input == after.graph.input and before.graph.output == after.graph.output
+    model = OnnxModel.load(out)
+    sample = load_npz(data["eval"], model).x[:32]
+    assert parity_max_abs_diff(model.proto, sample) <= 1e-4
+
+
+def test_token_trigger_stamps_the_bad_samples(
+    backdoored_text: tuple[Path, dict[str, Path]], capsys
+) -> None:
+    path, data = backdoored_text
+    args = ["evaluate", path, "-d", data["eval"], "--bad", data["eval_bad"], "--target-label"]
+    status, stdout, err = run_cli([*args, TARGET, "--json"], capsys)
+    assert status == 0, err
+    assert json.loads(stdout)["asr"] == 1.0
+    args = [
+        "localize", path, "-d", data["clean"], "--trigger", TRIGGER_SPEC, "--target-label",
+        TARGET, "-o", data["clean"].parent / "faults.json", "--json", "--quiet",
+    ]  # fmt: skip
+    status, stdout, err = run_cli(args, capsys)
+    assert status == 0, err
+    faults = json.loads((data["clean"].parent / "faults.json").read_text())
+    assert any(u["name"].endswith("word_embeddings/Gather") for u in faults["units"])
+    assert faults["neurons"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--scenario", "adversarial", "--attack", "fgsm:eps=0.1"], "embedding space"),
+        (["--scenario", "backdoor", "--trigger", "token:5@99", "--target-label", "0"], "past"),
+        (["--scenario", "backdoor"], "trigger scan needs a float input"),
+    ],
+)
+def test_text_model_refusals_are_one_line(
+    backdoored_text: tuple[Path, dict[str, Path]], tmp_path: Path, capsys, args, message
+) -> None:
+    path, data = backdoored_text
+    base = ["repair", path, "-d", data["clean"], "-o", tmp_path / "r.onnx", "--quiet"]
+    status, _, err = run_cli([*base, *args], capsys)
+    assert status == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_data_has_the_trigger(backdoored_text: tuple[Path, dict[str, Path]]) -> None:
+    """The saved bad samples are the eval texts with the trigger tokens, unmasked."""
+    _, data = backdoored_text
+    bad = np.load(data["eval_bad"])
+    assert (bad["input_ids"][:, 1] == 5).all() and (bad["attention_mask"][:, 1:3] == 1).all()
