@@ -29,8 +29,7 @@ from inner_onnx.errors import InputError
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.io.units import Unit
 from inner_onnx.localize.faults import FaultNeuron
-from inner_onnx.localize.probes import LinearProbe
-from inner_onnx.runtime import pool_activation_torch
+from inner_onnx.localize.probes import Probe
 from inner_onnx.torchview import TorchView
 
 GRANULARITIES = ("neuron", "weight")
@@ -135,7 +134,7 @@ class UnitRouter:
         self,
         model: OnnxModel,
         unit: Unit,
-        probe: LinearProbe,
+        probe: Probe,
         settings: RoutingSettings,
         device: torch.device | str = "cpu",
     ):
@@ -156,10 +155,12 @@ class UnitRouter:
     def _probe_logits(self, weights: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         def one_sample(weight: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
             activation = self.view(sample.unsqueeze(0), overrides={self.unit.weight: weight})
-            return pool_activation_torch(activation, self.unit)[0]
+            return self.probe.torch_features(activation, self.unit)[0]
 
-        pooled = torch.func.vmap(one_sample)(weights, inputs)
-        return self.probe.torch_logits(pooled)
+        # The probe runs on the stacked features, outside vmap: a conv head's layers then see
+        # an ordinary batch.
+        features = torch.func.vmap(one_sample)(weights, inputs)
+        return self.probe.torch_logits(features)
 
     def gate_elements(self) -> int:
         """Gates per sample."""
@@ -234,7 +235,7 @@ def choose_route_samples(wrong: np.ndarray, limit: int, seed: int) -> np.ndarray
 def route(
     model: OnnxModel,
     view: TorchView,
-    probes: dict[str, LinearProbe],
+    probes: dict[str, Probe],
     units: list[str],
     x_route: np.ndarray,
     settings: RoutingSettings,

@@ -103,6 +103,7 @@ class RepairSettings:
         top_k: int | None = None,
         fault_rule: str | None = None,
         validation_fraction: float | None = None,
+        probe: str | None = None,
     ) -> RepairSettings:
         """These settings with what the user gave on the command line (None: keep)."""
         training, stopping, localize = self.training, self.stopping, self.localize
@@ -115,6 +116,8 @@ class RepairSettings:
             stopping = replace(stopping, validation_fraction=validation_fraction)
         if layers is not None:
             localize = replace(localize, layers=layers)
+        if probe is not None:
+            localize = replace(localize, probe=probe)
         if granularity is not None or top_k is not None or fault_rule is not None:
             routing: RoutingSettings = localize.routing
             localize = replace(

@@ -30,7 +30,7 @@ from inner_onnx.context import device_of
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Dataset
 from inner_onnx.io.model import OnnxModel
-from inner_onnx.localize.probes import LinearProbe
+from inner_onnx.localize.probes import Probe
 from inner_onnx.progress import QUIET, Reporter
 from inner_onnx.repair.settings import (
     LossWeights,
@@ -38,7 +38,6 @@ from inner_onnx.repair.settings import (
     StoppingRule,
     TrainingSettings,
 )
-from inner_onnx.runtime import pool_activation_torch
 from inner_onnx.scenarios.base import (
     BadSamples,
     Forward,
@@ -59,7 +58,7 @@ class ProbeTerm:
     """A selected unit's frozen probe and its per-class teacher distributions."""
 
     unit_name: str
-    probe: LinearProbe
+    probe: Probe
     teachers: torch.Tensor  # [classes, classes], tempered softmax means
 
 
@@ -359,9 +358,9 @@ class MaskedTrainer:
         """`loss` plus each selected unit's probe loss on the bad samples' activations."""
         for term in self.probe_terms:
             unit = self.units[term.unit_name]
-            pooled = pool_activation_torch(captured[unit.activation], unit)
+            features = term.probe.torch_features(captured[unit.activation], unit)
             loss = loss + self.weights.probe * probe_loss(
-                term, term.probe.torch_logits(pooled), y_bad
+                term, term.probe.torch_logits(features), y_bad
             ) / len(self.probe_terms)
         return loss
 
@@ -476,7 +475,7 @@ class MaskedTrainer:
 
 
 def teacher_distributions(
-    probe: LinearProbe,
+    probe: Probe,
     features: np.ndarray,
     labels: np.ndarray,
     correct: np.ndarray,
@@ -486,8 +485,7 @@ def teacher_distributions(
     """Per class: the probe's mean tempered softmax over clean samples the model gets right
     (computed on the CPU, where the features are; returned on `device`)."""
     with torch.no_grad():
-        logits = probe.torch_logits(torch.from_numpy(features))
-        tempered = F.softmax(logits / KD_TEMPERATURE, dim=1)
+        tempered = F.softmax(probe.logits(features) / KD_TEMPERATURE, dim=1)
     teachers = torch.full((num_classes, num_classes), 1.0 / num_classes)
     for label in range(num_classes):
         rows = torch.from_numpy(np.flatnonzero(correct & (labels == label)))
