@@ -369,16 +369,14 @@ class MaskedTrainer:
     ) -> float:
         """One pass over the training data; returns the mean loss."""
         training = self.settings.training
-        # Linear decay to a tenth: late epochs settle instead of oscillating.
         for group in optimizer.param_groups:
-            group["lr"] = training.learning_rate * (
-                1 - 0.9 * (epoch - 1) / max(1, training.epochs - 1)
-            )
+            group["lr"] = training.learning_rate_at(epoch)
         losses = []
         for batch in batches.epoch(generator, self.view):
             optimizer.zero_grad(set_to_none=True)
             loss = self._step(*batch)
-            torch.nn.utils.clip_grad_norm_(self.trainable, training.max_grad_norm)
+            if training.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.trainable, training.max_grad_norm)
             optimizer.step()
             losses.append(float(loss.detach()))
         return float(np.mean(losses))
