@@ -188,10 +188,12 @@ def _one_row_per_sample(one: Sequence[int], two: Sequence[int]) -> bool:
 
 @dataclass
 class Capture:
-    """One pass over the inputs: class scores and pooled unit activations."""
+    """One pass over the inputs: class scores, pooled unit activations and, for the units
+    asked for, the unpooled activations (what a conv-head probe reads)."""
 
     scores: np.ndarray
     pooled: dict[str, np.ndarray]
+    maps: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 class Runner:
@@ -365,8 +367,11 @@ class Runner:
         units: Sequence[Unit] | None = None,
         batch_size: int | None = None,
         progress: Progress | None = None,
+        maps: Sequence[str] = (),
     ) -> Capture:
-        """Scores and pooled activations of `units` (default: all) in one streaming pass.
+        """Scores and pooled activations of `units` (default: all) in one streaming pass, and
+        the whole float32 activations of the units named in `maps` (memory: N times a sample's
+        activation each).
 
         `progress(advance)` is called after each batch with the number of samples done.
         """
@@ -376,15 +381,21 @@ class Runner:
         scores = np.empty((len(x), self.model.num_classes), dtype=np.float32)
         pooled = {unit.name: np.empty((len(x), unit.neurons), np.float32) for unit in units}
         masks = self.token_masks(x)
+        kept: dict[str, np.ndarray] = {}
         for rows, outputs in self.iter_outputs(x, names, batch_size):
             by_name = dict(zip(names, outputs))
             scores[rows] = by_name[output]
             mask = None if masks is None else masks[rows]
             for unit in units:
-                pooled[unit.name][rows] = pool_activation(by_name[unit.activation], unit, mask)
+                activation = by_name[unit.activation]
+                pooled[unit.name][rows] = pool_activation(activation, unit, mask)
+                if unit.name in maps:
+                    if unit.name not in kept:
+                        kept[unit.name] = np.empty((len(x), *activation.shape[1:]), np.float32)
+                    kept[unit.name][rows] = activation
             if progress is not None:
                 progress(rows.stop - rows.start)
-        return Capture(scores, pooled)
+        return Capture(scores, pooled, kept)
 
     def token_masks(self, x: Batch) -> np.ndarray | None:
         """The attention mask of a text model's samples, None when it has none."""

@@ -22,6 +22,7 @@ from inner_onnx.cli.options import (
     LayersOpt,
     ModelArg,
     OutputNameOpt,
+    ProbeOpt,
     QuietOpt,
     SeedOpt,
     TargetOpt,
@@ -49,6 +50,7 @@ def localize(
     layers: LayersOpt = None,
     top_k: TopKOpt = None,
     fault_rule: FaultRuleOpt = None,
+    probe: ProbeOpt = None,
     threads: ThreadsOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -73,7 +75,12 @@ def localize(
     # the scenario's localization defaults, as `repair` uses them (so `repair --faults`
     # gets the set repair would find)
     settings = settings_for(
-        source.scenario, layers=layers, granularity=granularity, top_k=top_k, fault_rule=fault_rule
+        source.scenario,
+        layers=layers,
+        granularity=granularity,
+        top_k=top_k,
+        fault_rule=fault_rule,
+        probe=probe,
     ).localize
     context = RunContext(seed, threads, device)
     trigger_file = list(source.trigger.files) if source.trigger is not None else []

@@ -140,3 +140,12 @@ FaultRuleOpt = Annotated[
         "with a routing vote (the reference code's rule). Default top.",
     ),
 ]
+ProbeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--probe",
+        help="linear: a logistic regression on each unit's channel means; conv: the reference "
+        "code's small conv head on the unpooled map of 2-D conv units (linear elsewhere; "
+        "slower). Default linear.",
+    ),
+]

@@ -6,6 +6,7 @@ routing backpropagates through the torch view.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -23,6 +24,11 @@ from inner_onnx.progress import QUIET, Reporter
 from inner_onnx.runtime import Runner
 from inner_onnx.torchview import TorchView
 
+# linear: logistic regression on every unit's channel means; conv: the reference code's conv
+# head on the unpooled map of 2-D convolution units (probes.py, ConvProbe), linear elsewhere
+PROBES = ("linear", "conv")
+CONV_OPS = ("Conv", "ConvTranspose")
+
 
 @dataclass(frozen=True)
 class LocalizeSettings:
@@ -34,20 +40,48 @@ class LocalizeSettings:
     # a small change is the point of INNER: unless the user sets --top-k, the fault set covers
     # at most this share of the unit weights (None: no limit)
     max_weight_fraction: float | None = 0.1
+    # what the probes read (PROBES)
+    probe: str = "linear"
 
     def __post_init__(self) -> None:
         if self.layers < 1:
             raise InputError(f"--layers must be at least 1, got {self.layers}")
+        if self.probe not in PROBES:
+            raise InputError(f"--probe must be one of {', '.join(PROBES)}, got {self.probe!r}")
 
 
 @dataclass
 class Localization:
     faults: FaultSet
     probes: ProbeSet
-    # what the probes were fitted on: pooled clean features per unit, and which clean samples
-    # the model gets right (repair's distillation teachers come from them)
+    # what the probes were fitted on: the clean features per unit (pooled, or the map a conv
+    # probe reads), and which clean samples the model gets right (repair's distillation
+    # teachers come from them)
     clean_features: dict[str, np.ndarray]
     clean_correct: np.ndarray
+
+
+def map_units(model: OnnxModel, units: list[Unit], probe: str) -> list[str]:
+    """The units whose probe reads the unpooled map: with `probe` conv, the 2-D convolutions
+    (a 4-D weight, so an [N, C, H, W] activation)."""
+    if probe != "conv":
+        return []
+    return [
+        u.name for u in units if u.op in CONV_OPS and len(model.initializers[u.weight].dims) == 4
+    ]
+
+
+def probe_features(
+    runner: Runner,
+    x: np.ndarray,
+    units: list[Unit],
+    maps: list[str],
+    progress: Callable[[int], None],
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """What each unit's probe reads of the samples `x` (the map for the units in `maps`, else
+    the pooled activation), in the order of `units`, and the model's scores."""
+    capture = runner.capture(x, units, progress=progress, maps=maps)
+    return {**capture.pooled, **capture.maps}, capture.scores
 
 
 def fit_probes(
@@ -55,10 +89,10 @@ def fit_probes(
     clean: Dataset,
     units: list[str] | None,
     seed: int,
-    holdout: float,
+    settings: LocalizeSettings,
     reporter: Reporter,
 ) -> tuple[ProbeSet, dict[str, np.ndarray], np.ndarray]:
-    """Probes on clean activations; returns them, the pooled features and the model's scores."""
+    """Probes on clean activations; returns them, their features and the model's scores."""
     model = runner.model
     if units is None:
         chosen = probed_units(runner, clean)
@@ -72,11 +106,14 @@ def fit_probes(
                 f"unit {sorted(unusable)[0]} has no activation row per sample (tokens folded "
                 "into or placed before the batch axis): it cannot be a selected unit"
             )
+    maps = map_units(model, chosen, settings.probe)
     with reporter.step("activations (onnxruntime)", len(clean)) as advance:
-        capture = runner.capture(clean.x, chosen, progress=advance)
+        features, scores = probe_features(runner, clean.x, chosen, maps, advance)
     with reporter.step("probes", len(chosen)) as advance:
-        probes = ProbeSet().fit(capture.pooled, clean.y, model.num_classes, seed, holdout, advance)
-    return probes, capture.pooled, capture.scores
+        probes = ProbeSet().fit(
+            features, clean.y, model.num_classes, seed, settings.probe_holdout, advance
+        )
+    return probes, features, scores
 
 
 def probed_units(runner: Runner, clean: Dataset) -> list[Unit]:
@@ -97,7 +134,7 @@ def probes_for_faults(
 ) -> Localization:
     """A fault set read from a file, with its selected units' probes fitted afresh."""
     probes, features, scores = fit_probes(
-        runner, clean, faults.selected_units, seed, settings.probe_holdout, reporter
+        runner, clean, faults.selected_units, seed, settings, reporter
     )
     return Localization(faults, probes, features, scores.argmax(axis=1) == clean.y)
 
@@ -115,16 +152,15 @@ def localize(
     """Probes, layer selection and routing, on the view's device in batches of `sizes`; the
     caller pins torch's threads (RunContext)."""
     model: OnnxModel = runner.model
-    probes, clean_features, clean_scores = fit_probes(
-        runner, clean, None, seed, settings.probe_holdout, reporter
-    )
+    probes, clean_features, clean_scores = fit_probes(runner, clean, None, seed, settings, reporter)
     candidates = [model.unit(name) for name in probes.probes]
+    maps = map_units(model, candidates, settings.probe)
     with reporter.step("activations of bad samples", len(bad)) as advance:
-        bad_capture = runner.capture(bad.x, candidates, progress=advance)
+        bad_features, bad_scores = probe_features(runner, bad.x, candidates, maps, advance)
     clean_correct = clean_scores.argmax(axis=1) == clean.y
     if not clean_correct.any():
         raise InputError(f"{clean.source}: the model gets no clean sample right")
-    bad_wrong = bad_capture.scores.argmax(axis=1) != bad.y
+    bad_wrong = bad_scores.argmax(axis=1) != bad.y
     # The samples that show the fault decide the layers (as in the paper's reference code);
     # when the model gets every bad sample right, all of them are used.
     shown = bad_wrong if bad_wrong.any() else np.ones(len(bad), dtype=bool)
@@ -132,7 +168,7 @@ def localize(
         probes,
         clean_features,
         clean_correct,
-        {name: features[shown] for name, features in bad_capture.pooled.items()},
+        {name: features[shown] for name, features in bad_features.items()},
         clean_labels=clean.y,
         bad_labels=bad.y[shown],
     )

@@ -30,8 +30,7 @@ from inner_onnx.io.data import Inputs
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.io.units import Unit, data_input, weight_input
 from inner_onnx.localize.faults import FaultNeuron
-from inner_onnx.localize.probes import LinearProbe
-from inner_onnx.runtime import pool_activation_torch
+from inner_onnx.localize.probes import Probe
 from inner_onnx.torchview import TorchView
 
 GRANULARITIES = ("neuron", "weight")
@@ -139,7 +138,7 @@ class UnitRouter:
         self,
         model: OnnxModel,
         unit: Unit,
-        probe: LinearProbe,
+        probe: Probe,
         settings: RoutingSettings,
         device: torch.device | str = "cpu",
     ):
@@ -166,11 +165,13 @@ class UnitRouter:
         def one_sample(weight: torch.Tensor, sample: torch.Tensor, mask: torch.Tensor | None):
             activation = self.view(sample.unsqueeze(0), overrides={self.unit.weight: weight})
             one_mask = None if mask is None else mask.unsqueeze(0)
-            return pool_activation_torch(activation, self.unit, one_mask)[0]
+            return self.probe.torch_features(activation, self.unit, one_mask)[0]
 
+        # The probe runs on the stacked features, outside vmap: a conv head's layers then see
+        # an ordinary batch.
         mask_axis = None if masks is None else 0
-        pooled = torch.func.vmap(one_sample, in_dims=(0, 0, mask_axis))(weights, inputs, masks)
-        return self.probe.torch_logits(pooled)
+        features = torch.func.vmap(one_sample, in_dims=(0, 0, mask_axis))(weights, inputs, masks)
+        return self.probe.torch_logits(features)
 
     def gate_elements(self) -> int:
         """Gates per sample."""
@@ -250,7 +251,7 @@ def choose_route_samples(wrong: np.ndarray, limit: int, seed: int) -> np.ndarray
 def route(
     model: OnnxModel,
     view: TorchView,
-    probes: dict[str, LinearProbe],
+    probes: dict[str, Probe],
     units: list[str],
     x_route: np.ndarray | Inputs,
     settings: RoutingSettings,

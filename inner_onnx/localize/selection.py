@@ -73,8 +73,10 @@ def layer_scores(
 ) -> dict[str, float]:
     """Score every unit of `bad_features` (see the module doc); higher = more implicated.
 
-    `clean_correct` masks the clean samples the model classifies right. Pass
-    `clean_labels` and `bad_labels` (true classes) for the per-class comparison.
+    The features are what each unit's probe reads: [N, C] pooled activations, or the
+    [N, C, H, W] maps of a conv probe. `clean_correct` masks the clean samples the model
+    classifies right. Pass `clean_labels` and `bad_labels` (true classes) for the per-class
+    comparison.
     """
     clean_correct = np.asarray(clean_correct, dtype=bool)
     if not clean_correct.any():

@@ -5,7 +5,7 @@ it will be written."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import torch
 
@@ -97,12 +97,15 @@ def run_plan(problem: RepairProblem, plan: MethodPlan) -> tuple[TorchView, Train
         }
     if not plan.fine_tune:
         return view, untrained_outcome(problem, view)
+    settings = problem.settings
+    if plan.training is not None:
+        settings = replace(settings, training=plan.training)
     trainer = MaskedTrainer(
         problem.model,
         view,
         masks,
         plan.probe_terms,
-        problem.settings,
+        settings,
         problem.context.seed,
         plan.loss,
         problem.sizes,

@@ -12,10 +12,14 @@ from inner_onnx.errors import InputError
 from inner_onnx.localize.pipeline import LocalizeSettings
 from inner_onnx.localize.routing import RoutingSettings
 
+# How the learning rate moves over the epochs: linear decays it to a tenth by the last epoch,
+# constant keeps it (the reference code's repair, methods/inner_refopt.py).
+SCHEDULES = ("linear", "constant")
+
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """The optimizer and its schedule (SGD with momentum, linear decay to a tenth)."""
+    """The optimizer (SGD, no weight decay: masked-out values must not move) and its schedule."""
 
     epochs: int = 20
     batch_size: int = 64
@@ -23,9 +27,11 @@ class TrainingSettings:
     bad_fraction: float = 0.25
     learning_rate: float = 0.01
     momentum: float = 0.9
+    # one of SCHEDULES
+    schedule: str = "linear"
     # Triggered samples start with huge losses (the backdoor's logit dominates): clipping keeps
-    # the first steps from wrecking the clean behaviour.
-    max_grad_norm: float = 1.0
+    # the first steps from wrecking the clean behaviour. None: no clipping.
+    max_grad_norm: float | None = 1.0
     # Average the trainable weights over the last N epochs and keep the average; 0 keeps the
     # best single epoch by the validation objective.
     average_epochs: int = 0
@@ -37,6 +43,15 @@ class TrainingSettings:
             raise InputError(
                 f"average_epochs must be in [0, epochs={self.epochs}], got {self.average_epochs}"
             )
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule}")
+
+    def learning_rate_at(self, epoch: int) -> float:
+        """The learning rate of `epoch` (1-based) under the schedule."""
+        if self.schedule == "constant":
+            return self.learning_rate
+        # Linear decay to a tenth: late epochs settle instead of oscillating.
+        return self.learning_rate * (1 - 0.9 * (epoch - 1) / max(1, self.epochs - 1))
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,7 @@ class RepairSettings:
         top_k: int | None = None,
         fault_rule: str | None = None,
         validation_fraction: float | None = None,
+        probe: str | None = None,
     ) -> RepairSettings:
         """These settings with what the user gave on the command line (None: keep)."""
         training, stopping, localize = self.training, self.stopping, self.localize
@@ -115,6 +131,8 @@ class RepairSettings:
             stopping = replace(stopping, validation_fraction=validation_fraction)
         if layers is not None:
             localize = replace(localize, layers=layers)
+        if probe is not None:
+            localize = replace(localize, probe=probe)
         if granularity is not None or top_k is not None or fault_rule is not None:
             routing: RoutingSettings = localize.routing
             localize = replace(

@@ -30,7 +30,7 @@ from inner_onnx.context import as_torch, device_of
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Dataset
 from inner_onnx.io.model import OnnxModel
-from inner_onnx.localize.probes import LinearProbe
+from inner_onnx.localize.probes import Probe
 from inner_onnx.progress import QUIET, Reporter
 from inner_onnx.repair.settings import (
     LossWeights,
@@ -38,7 +38,6 @@ from inner_onnx.repair.settings import (
     StoppingRule,
     TrainingSettings,
 )
-from inner_onnx.runtime import pool_activation_torch
 from inner_onnx.scenarios.base import (
     BadSamples,
     Forward,
@@ -60,7 +59,7 @@ class ProbeTerm:
     """A selected unit's frozen probe and its per-class teacher distributions."""
 
     unit_name: str
-    probe: LinearProbe
+    probe: Probe
     teachers: torch.Tensor  # [classes, classes], tempered softmax means
 
 
@@ -370,9 +369,9 @@ class MaskedTrainer:
         for term in self.probe_terms:
             unit = self.units[term.unit_name]
             mask = captured.get(self.mask_name) if self.mask_name is not None else None
-            pooled = pool_activation_torch(captured[unit.activation], unit, mask)
+            features = term.probe.torch_features(captured[unit.activation], unit, mask)
             loss = loss + self.weights.probe * probe_loss(
-                term, term.probe.torch_logits(pooled), y_bad
+                term, term.probe.torch_logits(features), y_bad
             ) / len(self.probe_terms)
         return loss
 
@@ -381,16 +380,14 @@ class MaskedTrainer:
     ) -> float:
         """One pass over the training data; returns the mean loss."""
         training = self.settings.training
-        # Linear decay to a tenth: late epochs settle instead of oscillating.
         for group in optimizer.param_groups:
-            group["lr"] = training.learning_rate * (
-                1 - 0.9 * (epoch - 1) / max(1, training.epochs - 1)
-            )
+            group["lr"] = training.learning_rate_at(epoch)
         losses = []
         for batch in batches.epoch(generator, self.view):
             optimizer.zero_grad(set_to_none=True)
             loss = self._step(*batch)
-            torch.nn.utils.clip_grad_norm_(self.trainable, training.max_grad_norm)
+            if training.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.trainable, training.max_grad_norm)
             optimizer.step()
             losses.append(float(loss.detach()))
         return float(np.mean(losses))
@@ -487,7 +484,7 @@ class MaskedTrainer:
 
 
 def teacher_distributions(
-    probe: LinearProbe,
+    probe: Probe,
     features: np.ndarray,
     labels: np.ndarray,
     correct: np.ndarray,
@@ -497,8 +494,7 @@ def teacher_distributions(
     """Per class: the probe's mean tempered softmax over clean samples the model gets right
     (computed on the CPU, where the features are; returned on `device`)."""
     with torch.no_grad():
-        logits = probe.torch_logits(torch.from_numpy(features))
-        tempered = F.softmax(logits / KD_TEMPERATURE, dim=1)
+        tempered = F.softmax(probe.logits(features) / KD_TEMPERATURE, dim=1)
     teachers = torch.full((num_classes, num_classes), 1.0 / num_classes)
     for label in range(num_classes):
         rows = torch.from_numpy(np.flatnonzero(correct & (labels == label)))

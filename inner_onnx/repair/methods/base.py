@@ -2,9 +2,10 @@
 
 A method looks at the prepared `RepairProblem` and returns a `MethodPlan`:
 which initializer values may change (masks), the probe terms it adds to the
-loss, values it zeroes first (a pruning step), its own loss weights if it has
-them, and whether to fine-tune at all. The pipeline runs every plan the same
-way, so methods differ only in what they decide.
+loss, values it zeroes first (a pruning step), its own loss weights and
+optimizer settings if it has them, and whether to fine-tune at all. The
+pipeline runs every plan the same way, so methods differ only in what they
+decide.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from inner_onnx.repair.settings import LossWeights
+from inner_onnx.repair.settings import LossWeights, TrainingSettings
 from inner_onnx.repair.trainer import ProbeTerm
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ class MethodPlan:
     zeroed: Masks | None = None
     # the method's own loss weights (None: the scenario's)
     loss: LossWeights | None = None
+    # the method's own optimizer and schedule (None: the problem's)
+    training: TrainingSettings | None = None
     fine_tune: bool = True
     # A view the method has already trained with its own loop (NAD, i-BAU, ...): the pipeline
     # writes it back instead of a fresh view. Its `masks` then say which values the method

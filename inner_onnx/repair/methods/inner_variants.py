@@ -12,7 +12,8 @@ from inner_onnx.repair.methods.base import MethodPlan, RepairMethod, register
 from inner_onnx.repair.problem import RepairProblem
 
 
-def _plan_with(problem: RepairProblem, settings: LocalizeSettings) -> MethodPlan:
+def plan_with(problem: RepairProblem, settings: LocalizeSettings) -> MethodPlan:
+    """INNER's plan with the fault set and probe terms localized under `settings`."""
     faults = problem.localization(settings).faults
     return MethodPlan(faults.masks(problem.model), problem.probe_terms(settings))
 
@@ -27,7 +28,7 @@ class InnerUnion(RepairMethod):
     def plan(self, problem: RepairProblem) -> MethodPlan:
         base = problem.settings.localize
         union = replace(base.routing, fault_rule="union")
-        return _plan_with(problem, replace(base, routing=union, max_weight_fraction=None))
+        return plan_with(problem, replace(base, routing=union, max_weight_fraction=None))
 
 
 @register
@@ -39,4 +40,4 @@ class InnerNoOutput(RepairMethod):
 
     def plan(self, problem: RepairProblem) -> MethodPlan:
         base = problem.settings.localize
-        return _plan_with(problem, replace(base, select_output_unit=False))
+        return plan_with(problem, replace(base, select_output_unit=False))
