@@ -30,7 +30,7 @@ from inner_onnx.batching import BatchSizes, Footprint
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Inputs, check_layout
 from inner_onnx.io.model import OnnxModel
-from inner_onnx.io.units import Unit
+from inner_onnx.io.units import CONV_OPS, Unit
 
 if TYPE_CHECKING:
     import torch
@@ -122,13 +122,13 @@ def pooled_axes(ndim: int, unit: Unit) -> tuple[int, ...]:
     """
     if ndim < 2:
         raise ValueError(f"activation of unit {unit.name!r} has rank {ndim}; need a batch axis")
-    if unit.op in ("Conv", "ConvTranspose"):
+    if unit.op in CONV_OPS:
         return tuple(range(2, ndim))
     return tuple(range(1, ndim - 1))
 
 
 def _channel_axis(ndim: int, unit: Unit) -> int:
-    return 1 if unit.op in ("Conv", "ConvTranspose") else ndim - 1
+    return 1 if unit.op in CONV_OPS else ndim - 1
 
 
 def _check_channels(shape: Sequence[int], unit: Unit) -> None:
@@ -145,7 +145,7 @@ def _masks_tokens(shape: Sequence[int], unit: Unit, mask_shape: Sequence[int] | 
     return (
         mask_shape is not None
         and len(shape) == 3
-        and unit.op not in ("Conv", "ConvTranspose")
+        and unit.op not in CONV_OPS
         and tuple(shape[:2]) == tuple(mask_shape)
     )
 

@@ -11,6 +11,8 @@ import onnx
 from inner_onnx.torchview.graph import FLOAT_TYPES, node_names
 
 UNIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather")
+# The units whose activations carry channels on axis 1 (the rest: on the last axis).
+CONV_OPS = ("Conv", "ConvTranspose")
 # The input that holds a unit's weight: a Gather reads its table (an embedding) first and
 # the token ids second; every other unit reads its data first.
 WEIGHT_INPUT = {"Gather": 0}

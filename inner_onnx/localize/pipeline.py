@@ -15,7 +15,7 @@ from inner_onnx.batching import BatchSizes
 from inner_onnx.errors import InputError
 from inner_onnx.io.data import Dataset
 from inner_onnx.io.model import OnnxModel
-from inner_onnx.io.units import Unit
+from inner_onnx.io.units import CONV_OPS, Unit
 from inner_onnx.localize.faults import FaultSet, UnitScore
 from inner_onnx.localize.probes import ProbeSet
 from inner_onnx.localize.routing import RoutingSettings, choose_route_samples, route
@@ -27,7 +27,6 @@ from inner_onnx.torchview import TorchView
 # linear: logistic regression on every unit's channel means; conv: the reference code's conv
 # head on the unpooled map of 2-D convolution units (probes.py, ConvProbe), linear elsewhere
 PROBES = ("linear", "conv")
-CONV_OPS = ("Conv", "ConvTranspose")
 
 
 @dataclass(frozen=True)
