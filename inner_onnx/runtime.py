@@ -205,7 +205,6 @@ class Runner:
     def __init__(self, model: OnnxModel, device: str = "auto", sizes: BatchSizes | None = None):
         self.model = model
         self.providers = select_providers(device)
-        self._model_bytes = model.proto.SerializeToString()
         self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
         self._sizes = sizes
 
@@ -226,7 +225,7 @@ class Runner:
         graph = self.model.proto.graph
         names = list(dict.fromkeys(out for node in graph.node for out in node.output if out))
         suffix = _extra_outputs_suffix(self.model.proto, names)
-        session = _session(self._model_bytes + suffix, self.providers)
+        session = _session(self.model.proto.SerializeToString() + suffix, self.providers)
         runs = max(1, self.fixed_batch or 1)
         (_, outputs), *_ = self._batches(session, sample, names, 1, cut=False)
         arrays = [output for output in outputs if isinstance(output, np.ndarray)]
@@ -236,8 +235,14 @@ class Runner:
         key = tuple(sorted(set(extra_outputs)))
         if key not in self._sessions:
             suffix = _extra_outputs_suffix(self.model.proto, key)
-            self._sessions[key] = _session(self._model_bytes + suffix, self.providers)
+            model_bytes = self.model.proto.SerializeToString()
+            self._sessions[key] = _session(model_bytes + suffix, self.providers)
         return self._sessions[key]
+
+    def release(self) -> None:
+        """Drop the cached sessions (each holds its own copy of the weights, prepacked); the
+        next pass makes its session again."""
+        self._sessions.clear()
 
     @property
     def fixed_batch(self) -> int | None:

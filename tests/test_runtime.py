@@ -149,6 +149,15 @@ def test_sessions_are_reused_per_output_set(torch_cnn) -> None:
     assert runner.session(names) is not runner.session()
 
 
+def test_released_sessions_are_made_again_with_the_same_scores(torch_cnn, images) -> None:
+    _, model = torch_cnn
+    runner = Runner(model, "cpu")
+    first, scores = runner.session(), runner.predict(images)
+    runner.release()
+    assert runner.session() is not first
+    np.testing.assert_array_equal(runner.predict(images), scores)
+
+
 def test_make_session_leaves_the_proto_alone(torch_cnn, images) -> None:
     _, model = torch_cnn
     before = model.proto.SerializeToString()

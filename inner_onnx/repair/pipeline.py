@@ -85,6 +85,9 @@ def run_plan(problem: RepairProblem, plan: MethodPlan) -> tuple[TorchView, Train
     """Apply the plan to a fresh view (or the view the method trained itself): zero what it
     prunes, then train what it masks."""
     view = plan.view if plan.view is not None else problem.fresh_view()
+    # A view the method trained itself may hold other values anywhere; zeroing changes some.
+    pristine = set() if plan.view is not None else {name for name, _ in view.onnx_parameters()}
+    pristine -= set(plan.zeroed or ())
     masks = plan.masks
     if plan.zeroed:
         with torch.no_grad():
@@ -100,6 +103,9 @@ def run_plan(problem: RepairProblem, plan: MethodPlan) -> tuple[TorchView, Train
     settings = problem.settings
     if plan.training is not None:
         settings = replace(settings, training=plan.training)
+    # Training runs on the torch view: onnxruntime's sessions would sit idle through it, each
+    # with its own copy of the weights.
+    problem.runner.release()
     trainer = MaskedTrainer(
         problem.model,
         view,
@@ -109,6 +115,7 @@ def run_plan(problem: RepairProblem, plan: MethodPlan) -> tuple[TorchView, Train
         problem.context.seed,
         plan.loss,
         problem.sizes,
+        frozenset(pristine),
     )
     return view, trainer.fit(problem.train, problem.train_bad, problem.validation, problem.reporter)
 

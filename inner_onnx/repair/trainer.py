@@ -198,6 +198,17 @@ class BatchSource:
             yield xc.to(device), yc.to(device), logits, xb.to(device), yb.to(device)
 
 
+def teacher_view(model: OnnxModel, student: TorchView, shared: set[str]) -> TorchView:
+    """The original model, frozen, on the student's device, with the student's own tensors
+    for the weights named in `shared` (a copy of each would double a large model's weights
+    in memory)."""
+    teacher = model.torch_view(frozen=True, device=device_of(student))
+    for name, parameter in student.onnx_parameters():
+        if name in shared:
+            teacher.share_parameter(name, parameter)
+    return teacher
+
+
 def distillation(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     return F.kl_div(
         F.log_softmax(logits, dim=1), F.softmax(teacher_logits, dim=1), reduction="batchmean"
@@ -230,7 +241,10 @@ class MaskedTrainer:
         seed: int = 0,
         loss: LossWeights | None = None,
         sizes: BatchSizes = BatchSizes(),
+        pristine: frozenset[str] = frozenset(),
     ):
+        """`pristine`: the view's weights that still hold the model's values; the teacher
+        shares those it does not train."""
         self.model = model
         self.view = view
         self.settings = settings
@@ -260,7 +274,7 @@ class MaskedTrainer:
         self.mixable = not model.is_text
         # The original model, frozen, scores the clean mixtures (they are new every batch).
         self.teacher = (
-            model.torch_view(frozen=True, device=self.device)
+            teacher_view(model, view, set(pristine) - set(self.masks))
             if self.weights.clean_mixup and self.mixable
             else None
         )

@@ -164,14 +164,16 @@ class TorchView(torch.nn.Module):
     (keyed by the node's output name), as older exporters write them. Runs
     inference semantics (BatchNormalization on running statistics, Dropout off).
     `write_back()` returns the original model with the current parameter values
-    in its weights and nothing else changed.
+    in its weights and nothing else changed. The view keeps `proto` and reads it:
+    the caller must not change it while the view lives.
     """
 
     def __init__(self, proto: onnx.ModelProto, outputs: Sequence[str] | None = None):
         super().__init__()
         check_supported(proto)
-        self._proto = onnx.ModelProto()
-        self._proto.CopyFrom(proto)
+        # Read, never changed (write_back copies it): a copy per view would double a large
+        # model's weights in memory once more.
+        self._proto = proto
         executable = executable_model(self._proto)
         graph = executable.graph
         opset = onnx_opset(executable)
@@ -244,6 +246,13 @@ class TorchView(torch.nn.Module):
         if key is None:
             raise InputError(f"no float initializer or Constant named {onnx_name!r}")
         return self._parameters[key]
+
+    def share_parameter(self, onnx_name: str, parameter: torch.nn.Parameter) -> None:
+        """Use `parameter` (another view's, of the same shape) in place of this view's own."""
+        own = self.parameter(onnx_name)
+        if own.shape != parameter.shape:
+            raise ValueError(f"{onnx_name}: shape {tuple(parameter.shape)} != {tuple(own.shape)}")
+        self._parameters[self._parameter_keys[onnx_name]] = parameter
 
     def onnx_parameters(self) -> Iterator[tuple[str, torch.nn.Parameter]]:
         for onnx_name, key in self._parameter_keys.items():

@@ -33,3 +33,37 @@ def test_part_by_part_gives_the_loss_and_gradient_of_one_call() -> None:
     parts_loss, parts_grad = gradient_of_one_step(BatchSizes(gradient=1))
     assert np.isclose(parts_loss, whole_loss, rtol=1e-6)
     np.testing.assert_allclose(parts_grad, whole_grad, rtol=1e-5, atol=1e-7)
+
+
+def test_the_teacher_shares_only_pristine_weights_it_does_not_train() -> None:
+    proto, _ = dense_sequence_model()
+    model = OnnxModel(proto)
+    view = model.torch_view()
+    x = torch.from_numpy(np.random.default_rng(1).normal(size=(6, 4, 5)).astype(np.float32))
+    original = model.torch_view(frozen=True)(x)
+    with torch.no_grad():
+        view.parameter("b1").add_(1.0)  # changed before training (as a pruning plan does)
+    settings = RepairSettings(loss=LossWeights(clean_mixup=1.0))
+    masks = {"w2": np.ones((28, 3), bool)}
+    pristine = frozenset({"w1", "w2", "b2"})
+    trainer = MaskedTrainer(model, view, masks, [], settings, pristine=pristine)
+    teacher = trainer.teacher
+    assert teacher is not None
+    assert teacher.parameter("w1") is view.parameter("w1")
+    assert teacher.parameter("b2") is view.parameter("b2")
+    assert teacher.parameter("w2") is not view.parameter("w2")  # trained
+    assert teacher.parameter("b1") is not view.parameter("b1")  # not pristine
+    with torch.no_grad():
+        view.parameter("w2").mul_(3.0)
+    torch.testing.assert_close(teacher(x), original, rtol=0, atol=0)
+
+
+def test_without_pristine_weights_the_teacher_shares_nothing() -> None:
+    proto, _ = dense_sequence_model()
+    model = OnnxModel(proto)
+    view = model.torch_view()
+    settings = RepairSettings(loss=LossWeights(clean_mixup=1.0))
+    trainer = MaskedTrainer(model, view, {"w2": np.ones((28, 3), bool)}, [], settings)
+    assert trainer.teacher is not None
+    for name, parameter in view.onnx_parameters():
+        assert trainer.teacher.parameter(name) is not parameter
