@@ -37,7 +37,10 @@ def _value_info(value: onnx.ValueInfoProto) -> dict[str, object]:
     return {
         "name": value.name,
         "shape": shape,
-        "dtype": _dtype_name(value.type.tensor_type.elem_type),
+        # A ZipMap's output is a sequence of maps: say so rather than "undefined".
+        "dtype": _dtype_name(value.type.tensor_type.elem_type)
+        if value.type.HasField("tensor_type")
+        else str(value.type.WhichOneof("value")).removesuffix("_type"),
     }
 
 

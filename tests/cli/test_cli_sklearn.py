@@ -45,6 +45,10 @@ def test_mlp_pipeline_is_inspected_and_evaluated(
     # The float probabilities: with a ZipMap, its input inside the graph.
     assert info["class_output"] == ("out_activations_result" if zipmap else "probabilities")
     assert [unit["op"] for unit in info["units"]] == ["MatMul", "MatMul"]
+    assert [value["dtype"] for value in info["outputs"]] == [
+        "int64",
+        "sequence" if zipmap else "float",
+    ]
     assert info["parity_max_abs_diff"] <= 1e-4
     evaluated = _run_json(["evaluate", path, "-d", data["eval"]], capsys)
     x, y = digits()
