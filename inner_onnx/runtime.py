@@ -450,14 +450,19 @@ def capture_pooled(
     return Runner(model, device).pooled(x, units, batch_size, progress)
 
 
-def parity_max_abs_diff(proto: onnx.ModelProto, x: Batch) -> float:
-    """Largest |view - onnxruntime| over all graph outputs on the batch `x` (CPU provider)."""
+def parity_max_abs_diff(
+    proto: onnx.ModelProto, x: Batch, outputs: Sequence[str] | None = None
+) -> float:
+    """Largest |view - onnxruntime| over `outputs` (default: all graph outputs; others are
+    marked as extra outputs) on the batch `x` (CPU provider)."""
     import torch
 
     from inner_onnx.torchview import TorchView
 
-    session = _session(proto.SerializeToString(), [CPU])
-    view = TorchView(proto)
+    names = [value.name for value in proto.graph.output] if outputs is None else list(outputs)
+    suffix = _extra_outputs_suffix(proto, names)
+    session = _session(proto.SerializeToString() + suffix, [CPU])
+    view = TorchView(proto, names)
     arrays = x.arrays if isinstance(x, Inputs) else {view.input_names[0]: x}
     types = {value.name: value.type.tensor_type.elem_type for value in proto.graph.input}
     feeds = {
@@ -467,7 +472,7 @@ def parity_max_abs_diff(proto: onnx.ModelProto, x: Batch) -> float:
         for name in view.input_names
     }
     try:
-        expected = session.run(None, feeds)
+        expected = session.run(names, feeds)
     except (OrtFail, OrtInvalidArgument) as exc:
         shapes = ", ".join(f"{name} {list(array.shape)}" for name, array in feeds.items())
         raise InputError(

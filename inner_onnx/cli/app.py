@@ -103,13 +103,14 @@ def bad_source_from(
 
 
 def load_checked(model_path: Path, output_name: str | None = None) -> OnnxModel:
-    """The model, refused up front when the torch view cannot run one of its nodes."""
+    """The model, refused up front when the torch view cannot run a node its class scores
+    need (a label branch beside them, a ZipMap, is left to onnxruntime)."""
     from inner_onnx.io.model import OnnxModel
     from inner_onnx.torchview import check_supported
 
     model = OnnxModel.load(model_path, output_name)
     model.check_repairable()
-    check_supported(model.proto)
+    check_supported(model.proto, [model.output_name])
     return model
 
 

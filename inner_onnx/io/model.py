@@ -34,6 +34,12 @@ if TYPE_CHECKING:
     from inner_onnx.torchview import TorchView
 
 
+# ai.onnx.ml classifiers whose coefficients are node attributes (skl2onnx writes
+# LogisticRegression, LinearSVC, SVC this way): onnxruntime evaluates them, but no
+# initializer holds a weight to repair.
+ATTRIBUTE_WEIGHT_OPS = frozenset({"LinearClassifier", "SVMClassifier"})
+
+
 @dataclass(frozen=True)
 class InputSpec:
     name: str
@@ -114,6 +120,16 @@ class OnnxModel:
         """Refuse, in one line, what localize and repair cannot work on."""
         if not self.is_text:
             _single_float_input(self.inputs)
+        attribute_weights = [
+            node for node in self.proto.graph.node if node.op_type in ATTRIBUTE_WEIGHT_OPS
+        ]
+        if not self.units and attribute_weights:
+            node = attribute_weights[0]
+            raise InputError(
+                f"{node.op_type} node {node.name or node.output[0]!r} keeps its weights in node "
+                "attributes, not initializers: inner-onnx repairs initializer weights only "
+                "(a scikit-learn MLPClassifier exports its layers as initializers)"
+            )
         if not self.units:
             raise InputError(
                 "model has no weight initializers (nor Constant-node weights) in "

@@ -37,7 +37,10 @@ def _value_info(value: onnx.ValueInfoProto) -> dict[str, object]:
     return {
         "name": value.name,
         "shape": shape,
-        "dtype": _dtype_name(value.type.tensor_type.elem_type),
+        # A ZipMap's output is a sequence of maps: say so rather than "undefined".
+        "dtype": _dtype_name(value.type.tensor_type.elem_type)
+        if value.type.HasField("tensor_type")
+        else str(value.type.WhichOneof("value")).removesuffix("_type"),
     }
 
 
@@ -53,13 +56,26 @@ def random_batch(model: OnnxModel, batch: int = 8, seed: int = 0) -> np.ndarray 
     return Inputs(arrays) if len(arrays) > 1 else next(iter(arrays.values()))
 
 
+def parity_outputs(model: OnnxModel) -> list[str]:
+    """What parity compares: the class scores, and every other graph output the view runs
+    (not, say, the labels a scikit-learn export looks up beside its probabilities)."""
+    from inner_onnx.torchview import unsupported_nodes
+
+    others = [
+        value.name
+        for value in model.proto.graph.output
+        if value.name != model.output_name and not unsupported_nodes(model.proto, [value.name])
+    ]
+    return [model.output_name, *others]
+
+
 def _parity(model: OnnxModel, data: Dataset | None) -> tuple[float | None, str | None]:
     """Torch view against onnxruntime on the data (else a random batch): (diff, why not)."""
     from inner_onnx.runtime import parity_max_abs_diff
 
     x = data.x[:64] if data is not None else random_batch(model)
     try:
-        return float(parity_max_abs_diff(model.proto, x)), None
+        return float(parity_max_abs_diff(model.proto, x, parity_outputs(model))), None
     except (InputError, RuntimeError) as exc:
         if data is not None and isinstance(exc, InputError):
             raise  # the user's data does not fit the model: theirs to fix
@@ -101,7 +117,7 @@ def inspect_file(
     units = model.units if model is not None else find_units(graph, weights)
     unsupported = unsupported_nodes(proto)
     parity, parity_error = None, None
-    if model is not None and not unsupported:
+    if model is not None and not unsupported_nodes(proto, [model.output_name]):
         parity, parity_error = _parity(model, dataset)
     chosen = model.output_name if model is not None else None
     return {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import onnx
 
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
@@ -39,3 +41,16 @@ def constant_weights(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
             if attribute.name == "value" and attribute.t.data_type in FLOAT_TYPES:
                 constants[node.output[0]] = attribute.t
     return constants
+
+
+def needed_nodes(graph: onnx.GraphProto, outputs: Iterable[str]) -> set[int]:
+    """Indices of the nodes that `outputs` depend on (a classifier's scores need no label
+    branch: scikit-learn exports compute their labels beside the probabilities)."""
+    wanted = set(outputs)
+    needed = set()
+    for index in reversed(range(len(graph.node))):
+        node = graph.node[index]
+        if wanted.intersection(node.output):
+            needed.add(index)
+            wanted.update(node.input)
+    return needed

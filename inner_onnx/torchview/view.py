@@ -13,6 +13,7 @@ such read waits for the queued kernels.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,11 +24,17 @@ import torch
 
 from inner_onnx.errors import InputError
 from inner_onnx.torchview import ops  # noqa: F401 (registers the op functions)
-from inner_onnx.torchview.graph import FLOAT_TYPES, constant_weights, graph_inputs, node_names
+from inner_onnx.torchview.graph import (
+    FLOAT_TYPES,
+    constant_weights,
+    graph_inputs,
+    needed_nodes,
+    node_names,
+)
 from inner_onnx.torchview.inputs import TensorInputs
 from inner_onnx.torchview.registry import (
-    ONNX_DOMAINS,
     UnsupportedOpError,
+    domain_key,
     lookup,
     registered_ops,
 )
@@ -35,11 +42,14 @@ from inner_onnx.torchview.tensors import tensor_from_proto
 from inner_onnx.torchview.writeback import store_if_changed
 
 
-def onnx_opset(proto: onnx.ModelProto) -> int:
-    for entry in proto.opset_import:
-        if entry.domain in ONNX_DOMAINS:
-            return entry.version
-    return 1
+def domain_opsets(proto: onnx.ModelProto) -> dict[str, int]:
+    """The model's opset of each domain, keyed as the registry keys domains."""
+    return {domain_key(entry.domain): entry.version for entry in proto.opset_import}
+
+
+def _runnable(node: onnx.NodeProto, opsets: dict[str, int]) -> bool:
+    domain = domain_key(node.domain)
+    return domain in opsets and lookup(node.op_type, opsets[domain], domain) is not None
 
 
 def executable_model(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -49,21 +59,27 @@ def executable_model(proto: onnx.ModelProto) -> onnx.ModelProto:
     return onnx.inliner.inline_local_functions(proto)
 
 
-def unsupported_nodes(proto: onnx.ModelProto) -> list[tuple[str, str]]:
-    """(op_type, node name) of every node whose op the view cannot run at the model's opset."""
+def unsupported_nodes(
+    proto: onnx.ModelProto, outputs: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
+    """(op_type, node name) of every node the view cannot run at the model's opsets, among
+    those `outputs` need (default: every node)."""
     proto = executable_model(proto)
-    opset = onnx_opset(proto)
+    opsets = domain_opsets(proto)
+    graph = proto.graph
+    needed = None if outputs is None else needed_nodes(graph, outputs)
     return [
         (node.op_type, name)
-        for name, node in zip(node_names(proto.graph), proto.graph.node)
-        if node.domain not in ONNX_DOMAINS or lookup(node.op_type, opset) is None
+        for index, (name, node) in enumerate(zip(node_names(graph), graph.node))
+        if (needed is None or index in needed) and not _runnable(node, opsets)
     ]
 
 
-def check_supported(proto: onnx.ModelProto) -> None:
-    """Raise InputError naming every unsupported op type (with one node of each) on one line."""
+def check_supported(proto: onnx.ModelProto, outputs: Sequence[str] | None = None) -> None:
+    """Raise InputError naming every unsupported op type (with one node of each) on one line,
+    among the nodes `outputs` need (default: every node)."""
     nodes: dict[str, list[str]] = {}
-    for op_type, name in unsupported_nodes(proto):
+    for op_type, name in unsupported_nodes(proto, outputs):
         nodes.setdefault(op_type, []).append(name)
     if nodes:
         described = ", ".join(
@@ -123,8 +139,9 @@ class _Step:
                 env[name] = value
 
 
-def _compile_node(node: onnx.NodeProto, name: str, opset: int) -> _Step:
-    version = lookup(node.op_type, opset)
+def _compile_node(node: onnx.NodeProto, name: str, opsets: dict[str, int]) -> _Step:
+    domain = domain_key(node.domain)
+    version = lookup(node.op_type, opsets[domain], domain)
     assert version is not None, "check_supported runs before nodes are compiled"
     attributes = {}
     for attribute in node.attribute:
@@ -170,13 +187,15 @@ class TorchView(torch.nn.Module):
 
     def __init__(self, proto: onnx.ModelProto, outputs: Sequence[str] | None = None):
         super().__init__()
-        check_supported(proto)
         # Read, never changed (write_back copies it): a copy per view would double a large
         # model's weights in memory once more.
         self._proto = proto
         executable = executable_model(self._proto)
         graph = executable.graph
-        opset = onnx_opset(executable)
+        self.output_names = list(outputs) if outputs is not None else [o.name for o in graph.output]
+        check_supported(executable, self.output_names)
+        opsets = domain_opsets(executable)
+        needed = needed_nodes(graph, self.output_names)
         initializers = {init.name: init for init in graph.initializer}
         taken: set[str] = set()
         self._parameter_keys: dict[str, str] = {}
@@ -196,14 +215,24 @@ class TorchView(torch.nn.Module):
         self.input_names = [value.name for value in graph_inputs(graph, initializers)]
         self._steps: list[_Step] = []
         available = set(initializers) | set(self.input_names) | {""}
-        for name, node in zip(node_names(graph), graph.node):
+        for index, (name, node) in enumerate(zip(node_names(graph), graph.node)):
             missing = [i for i in node.input if i not in available]
-            if missing:
-                raise InputError(
-                    f"node {name} reads {missing[0]!r} before any node produces it "
-                    "(graph not in topological order)"
-                )
-            step = _compile_node(node, name, opset)
+            step = None
+            if index in needed:
+                if missing:
+                    raise InputError(
+                        f"node {name} reads {missing[0]!r} before any node produces it "
+                        "(graph not in topological order)"
+                    )
+                step = _compile_node(node, name, opsets)
+            elif not missing and _runnable(node, opsets):
+                # Off the requested outputs' path a node the view cannot run is left out
+                # (a ZipMap, a label lookup), with everything that reads it; the rest stays
+                # available for capture.
+                with contextlib.suppress(UnsupportedOpError):
+                    step = _compile_node(node, name, opsets)
+            if step is None:
+                continue
             if node.op_type == "Constant":
                 key = _attribute_name(node.output[0], taken)
                 value = step.function(**step.attributes)
@@ -216,7 +245,6 @@ class TorchView(torch.nn.Module):
             else:
                 self._steps.append(step)
             available.update(node.output)
-        self.output_names = list(outputs) if outputs is not None else [o.name for o in graph.output]
         self._known = available - {""}
         self._check_names(self.output_names, "output")
         self._plans: dict[tuple[str, ...], list[_Step]] = {}
@@ -310,8 +338,9 @@ class TorchView(torch.nn.Module):
                 value = self._parameters[key].detach().cpu().numpy()
                 store_if_changed(tensor, value)
         for name, tensor in constant_weights(model.graph).items():
-            value = self._parameters[self._parameter_keys[name]].detach().cpu().numpy()
-            store_if_changed(tensor, value)
+            key = self._parameter_keys.get(name)
+            if key is not None:  # None: a Constant the requested outputs do not need
+                store_if_changed(tensor, self._parameters[key].detach().cpu().numpy())
         return model
 
 

@@ -279,20 +279,54 @@ def test_external_data_outside_refused_before_reading(
     assert secret.resolve() not in opened
 
 
+def unsupported_scores_model() -> onnx.ModelProto:
+    """`unsupported_ops_model` whose class scores pass two ai.onnx.ml Binarizer nodes, which
+    onnxruntime runs and the torch view does not."""
+    model = unsupported_ops_model()
+    graph = model.graph
+    binarize = [
+        helper.make_node(
+            "Binarizer", [source], [target], name=name, domain="ai.onnx.ml", threshold=0.0
+        )
+        for source, target, name in (
+            ("logits", "signs", "binarize"),
+            ("signs", "scores", "binarize_again"),
+        )
+    ]
+    graph.node.extend(binarize)
+    graph.output[0].CopyFrom(helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 4]))
+    model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 @pytest.mark.parametrize("command", ["localize", "repair"])
 def test_unsupported_ops_named_with_nodes(command: str, ws: Workspace) -> None:
-    model = _proto(unsupported_ops_model())(ws.folder)
+    """Only the nodes the class scores need are named: the side outputs' Unique and
+    NonMaxSuppression are left to onnxruntime."""
+    model = _proto(unsupported_scores_model())(ws.folder)
     line = ws.refuse(_commands(model, ws.data, ws.folder)[command], "unsupported")
-    assert re.search(r"Unique \(node distinct\b.*1 more", line), line
-    assert "NonMaxSuppression (node nms" in line
+    assert re.search(r"Binarizer \(node binarize\b.*1 more", line), line
+    assert "Unique" not in line and "NonMaxSuppression" not in line
 
 
 def test_unsupported_ops_refused_for_attacks(ws: Workspace) -> None:
     """Attacks need the torch view; plain evaluation runs in onnxruntime and is allowed."""
-    model = _proto(unsupported_ops_model())(ws.folder)
+    model = _proto(unsupported_scores_model())(ws.folder)
     args = ["evaluate", model, "-d", ws.data, "--attack", "fgsm:eps=0.1"]
-    line = ws.refuse(args, "unsupported")
-    assert "Unique" in line and "NonMaxSuppression" in line
+    assert "Binarizer" in ws.refuse(args, "unsupported")
+    status, _, err = ws.run(["evaluate", model, "-d", ws.data])
+    assert status == 0, err
+
+
+def test_side_outputs_the_view_cannot_run_do_not_stop_attacks(ws: Workspace) -> None:
+    """Unsupported nodes off the class scores' path (a scikit-learn export's label lookup,
+    here Unique and NonMaxSuppression) stay in the graph for onnxruntime alone."""
+    model = _proto(unsupported_ops_model())(ws.folder)
+    args = ["evaluate", model, "-d", ws.data, "--attack", "fgsm:eps=0.1", "--json"]
+    status, out, err = ws.run(args)
+    assert status == 0, err
+    assert json.loads(out)["robust_accuracy"] is not None
 
 
 def test_inspect_lists_unsupported_ops_without_failing(ws: Workspace) -> None:

@@ -1,5 +1,5 @@
 """The op functions, one small torch function per ONNX op; importing registers them."""
 
-from inner_onnx.torchview.ops import math, nn, resize, tensor
+from inner_onnx.torchview.ops import math, ml, nn, resize, tensor
 
-__all__ = ["math", "nn", "resize", "tensor"]
+__all__ = ["math", "ml", "nn", "resize", "tensor"]
