@@ -14,7 +14,13 @@ from inner_onnx.io.data import load_npz
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.runtime import parity_max_abs_diff
 from tests.support.cli import run_cli
-from tests.support.text_models import TARGET, TRIGGER_SPEC, save_text_data, text_model_bytes
+from tests.support.text_models import (
+    TARGET,
+    TRIGGER,
+    TRIGGER_SPEC,
+    save_text_data,
+    text_model_bytes,
+)
 
 pytest.importorskip("transformers")
 
@@ -138,3 +144,26 @@ def test_eval_data_has_the_trigger(backdoored_text: tuple[Path, dict[str, Path]]
     _, data = backdoored_text
     bad = np.load(data["eval_bad"])
     assert (bad["input_ids"][:, 1] == 5).all() and (bad["attention_mask"][:, 1:3] == 1).all()
+
+
+def test_embedding_routes_run_through_the_rows_the_bad_samples_read(
+    backdoored_text: tuple[Path, dict[str, Path]], capsys
+) -> None:
+    """Weight gates on rows no bad sample reads get no gradient and only decay with the L1
+    pull; they must not vote (they used to fill the embedding's fault set)."""
+    path, data = backdoored_text
+    out = data["clean"].parent / "faults.json"
+    args = [
+        "localize", path, "-d", data["clean"], "--bad", data["bad"], "--target-label", TARGET,
+        "--layers", "5", "-o", out, "--json", "--quiet",
+    ]  # fmt: skip
+    status, _, err = run_cli(args, capsys)
+    assert status == 0, err
+    faults = json.loads(out.read_text())
+    name = next(u for u in faults["weight_indices"] if u.endswith("word_embeddings/Gather"))
+    width = 32  # the tiny BERT's hidden size
+    rows = {index // width for index in faults["weight_indices"][name]}
+    bad = np.load(data["bad"])
+    read = set(bad["input_ids"][bad["attention_mask"] == 1].tolist())
+    assert rows <= read
+    assert {token for token, _ in TRIGGER} <= rows
