@@ -130,6 +130,13 @@ def on_device_of(forward: object, tensor: TorchBatch) -> TorchBatch:
     return tensor.to(device_of(forward))
 
 
+def as_numpy(x: TorchBatch) -> np.ndarray | Inputs:
+    """Host tensors as numpy arrays sharing their memory: the inverse of `as_torch`."""
+    if isinstance(x, TensorInputs):
+        return Inputs({name: t.numpy() for name, t in x.tensors.items()})
+    return x.numpy()
+
+
 def as_torch(x: np.ndarray | Inputs) -> TorchBatch:
     """Host samples as torch tensors sharing their memory: one tensor, or one per input."""
     if isinstance(x, Inputs):

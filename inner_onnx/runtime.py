@@ -98,6 +98,43 @@ def _extra_outputs_suffix(proto: onnx.ModelProto, extra_outputs: Sequence[str]) 
     return onnx.ModelProto(graph=onnx.GraphProto(output=outputs)).SerializeToString()
 
 
+# A graph input added to a node's output (`with_offsets`) is named after it with this suffix.
+OFFSET_SUFFIX = "::offset"
+
+
+def with_offsets(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of `proto` in which each named node output has a graph input added to it (named
+    with OFFSET_SUFFIX): how onnxruntime runs samples that carry an offset of their token
+    embeddings, as the torch view does (`TorchView.forward`). The added input is float32,
+    cast to the type of the node's first input when that is an initializer of another type
+    (a float16 embedding table). The input has no shape (onnxruntime takes it as given;
+    ONNX's full check wants one, but this copy lives in memory only, never written)."""
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    graph = model.graph
+    types = {init.name: init.data_type for init in graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        nodes.append(node)
+        for index, name in enumerate(node.output):
+            if name not in names:
+                continue
+            clean, offset = f"{name}::clean", name + OFFSET_SUFFIX
+            node.output[index] = clean
+            graph.input.append(
+                onnx.helper.make_tensor_value_info(offset, onnx.TensorProto.FLOAT, None)
+            )
+            elem_type = types.get(next(iter(node.input), ""), onnx.TensorProto.FLOAT)
+            if elem_type != onnx.TensorProto.FLOAT:
+                cast = f"{offset}::cast"
+                nodes.append(onnx.helper.make_node("Cast", [offset], [cast], cast, to=elem_type))
+                offset = cast
+            nodes.append(onnx.helper.make_node("Add", [clean, offset], [name], f"{name}::add"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
 def _session(model_bytes: bytes, providers: list[str]) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(model_bytes, session_options(), providers=providers)
@@ -205,7 +242,7 @@ class Runner:
     def __init__(self, model: OnnxModel, device: str = "auto", sizes: BatchSizes | None = None):
         self.model = model
         self.providers = select_providers(device)
-        self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
+        self._sessions: dict[tuple[tuple[str, ...], tuple[str, ...]], ort.InferenceSession] = {}
         self._sizes = sizes
 
     def batch_sizes(self, x: Batch) -> BatchSizes:
@@ -231,18 +268,30 @@ class Runner:
         arrays = [output for output in outputs if isinstance(output, np.ndarray)]
         return Footprint(int(sample.nbytes), sum(int(a.nbytes) for a in arrays) // runs)
 
-    def session(self, extra_outputs: Sequence[str] = ()) -> ort.InferenceSession:
-        key = tuple(sorted(set(extra_outputs)))
+    def session(
+        self, extra_outputs: Sequence[str] = (), offsets: Sequence[str] = ()
+    ) -> ort.InferenceSession:
+        """A session with `extra_outputs` marked, on the graph `with_offsets(offsets)`."""
+        marked, added = tuple(sorted(set(extra_outputs))), tuple(sorted(set(offsets)))
+        key = (marked, added)
         if key not in self._sessions:
-            suffix = _extra_outputs_suffix(self.model.proto, key)
-            model_bytes = self.model.proto.SerializeToString()
-            self._sessions[key] = _session(model_bytes + suffix, self.providers)
+            suffix = _extra_outputs_suffix(self.model.proto, marked)
+            graph = with_offsets(self.model.proto, added) if added else self.model.proto
+            graph_bytes = graph.SerializeToString()
+            self._sessions[key] = _session(graph_bytes + suffix, self.providers)
         return self._sessions[key]
 
     def release(self) -> None:
         """Drop the cached sessions (each holds its own copy of the weights, prepacked); the
         next pass makes its session again."""
         self._sessions.clear()
+
+    def _offsets(self, x: Batch) -> list[str]:
+        """The node outputs `x` carries offsets of (arrays named after no model input)."""
+        if not isinstance(x, Inputs):
+            return []
+        inputs = {spec.name for spec in self.model.inputs}
+        return [name for name in x.arrays if name not in inputs]
 
     @property
     def fixed_batch(self) -> int | None:
@@ -274,13 +323,17 @@ class Runner:
         """One batch per input, in the input's dtype, zero-padded to a fixed batch size."""
         fixed = self.fixed_batch
         feeds, count = {}, 0
-        for spec in self.model.inputs:
-            batch = np.ascontiguousarray(arrays[spec.name][rows], dtype=spec.numpy_dtype)
+        inputs = {spec.name: (spec.name, spec.numpy_dtype) for spec in self.model.inputs}
+        offsets = {
+            name: (name + OFFSET_SUFFIX, np.float32) for name in arrays if name not in inputs
+        }
+        for name, (feed, dtype) in {**inputs, **offsets}.items():
+            batch = np.ascontiguousarray(arrays[name][rows], dtype=dtype)
             count = len(batch)
             if fixed and count < fixed:
                 padding = np.zeros((fixed - count, *batch.shape[1:]), dtype=batch.dtype)
                 batch = np.concatenate([batch, padding])
-            feeds[spec.name] = batch
+            feeds[feed] = batch
         return feeds, count
 
     def iter_outputs(
@@ -293,7 +346,9 @@ class Runner:
         zero-padded and the padding cut from the outputs.
         """
         graph_outputs = {value.name for value in self.model.proto.graph.output}
-        session = self.session([name for name in names if name not in graph_outputs])
+        session = self.session(
+            [name for name in names if name not in graph_outputs], self._offsets(x)
+        )
         if batch_size is None:
             batch_size = self.batch_sizes(x).capture
         yield from self._batches(session, x, names, batch_size)
@@ -346,7 +401,9 @@ class Runner:
             return list(units)
         names = list(dict.fromkeys(unit.activation for unit in units))
         graph_outputs = {value.name for value in self.model.proto.graph.output}
-        session = self.session([name for name in names if name not in graph_outputs])
+        session = self.session(
+            [name for name in names if name not in graph_outputs], self._offsets(x)
+        )
         arrays = self._arrays(x)
         one, two = (
             dict(

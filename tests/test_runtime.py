@@ -6,12 +6,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from onnx import TensorProto, helper, numpy_helper
 
 from inner_onnx.errors import InputError
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.runtime import (
     CPU,
     CUDA,
+    OFFSET_SUFFIX,
     DeviceFallbackWarning,
     Runner,
     capture_pooled,
@@ -22,6 +24,7 @@ from inner_onnx.runtime import (
     predict_scores,
     select_providers,
     session_options,
+    with_offsets,
 )
 from tests.support.torch_models import TinyTorchCNN, dense_sequence_model, export_torch
 
@@ -249,3 +252,26 @@ def test_units_without_a_row_per_sample_are_found() -> None:
     ]
     pooled = runner.pooled(x, kept)
     assert all(pooled[u.name].shape == (6, u.neurons) for u in kept)
+
+
+@pytest.mark.parametrize("table_type", [TensorProto.FLOAT, TensorProto.FLOAT16])
+def test_with_offsets_adds_a_float_input_to_a_node_output(table_type: int) -> None:
+    """An embedding offset fed as float32 is added after the Gather, cast to the table's type."""
+    table = np.arange(12, dtype=helper.tensor_dtype_to_np_dtype(table_type)).reshape(4, 3)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["table", "ids"], ["emb"]),
+            helper.make_node("Cast", ["emb"], ["out"], to=TensorProto.FLOAT),
+        ],
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None, 2])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 2, 3])],
+        [numpy_helper.from_array(table, "table")],
+    )
+    proto = with_offsets(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), ["emb"]
+    )
+    ids = np.array([[0, 3]], dtype=np.int64)
+    offset = np.full((1, 2, 3), 0.5, dtype=np.float32)
+    (out,) = make_session(proto, "cpu").run(["out"], {"ids": ids, "emb" + OFFSET_SUFFIX: offset})
+    np.testing.assert_allclose(out, table[ids].astype(np.float32) + 0.5)

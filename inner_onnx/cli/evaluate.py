@@ -55,7 +55,11 @@ def evaluate(
     bad_set = load_npz(bad, model) if bad else None
     evaluation = EvaluationSet(dataset, bad_set, target_label, spec, clip_range, str(data))
     metrics = run_evaluation(Runner(model, device), evaluation, seed, reporter(quiet or as_json))
-    payload = {"model": str(model_path), "data": str(data), **metrics.to_dict()}
+    payload: dict[str, object] = {"model": str(model_path), "data": str(data), **metrics.to_dict()}
+    if spec is not None:
+        # A text model is attacked in its token embeddings (attacks.EmbeddingSpace); onnxruntime
+        # predicts on a copy of the graph that adds the offset to the embedding's output.
+        payload["attack_space"] = "token embeddings" if model.is_text else "input"
     if as_json:
         print_json(payload)
         return

@@ -94,15 +94,27 @@ class OnnxModel:
     def token_input(self) -> InputSpec | None:
         """A text model's token ids: the integer input an embedding unit reads; None when
         the model is no text model."""
+        found = self._token_embedding()
+        return found[1] if found is not None else None
+
+    @property
+    def token_embedding(self) -> Unit | None:
+        """A text model's token embedding: the embedding unit that reads the token ids
+        (its output, [N, tokens, C], is where attacks on a text model perturb)."""
+        found = self._token_embedding()
+        return found[0] if found is not None else None
+
+    def _token_embedding(self) -> tuple[Unit, InputSpec] | None:
         if any(spec.elem_type in FLOAT_TYPES for spec in self.inputs):
             return None
-        embeddings = {unit.output for unit in self.units if unit.op == "Gather"}
-        ids = {
-            node.input[data_input("Gather")]
-            for node in self.proto.graph.node
-            if node.op_type == "Gather" and node.output[0] in embeddings
-        }
-        return next((spec for spec in self.inputs if spec.name in ids), None)
+        embeddings = {unit.output: unit for unit in self.units if unit.op == "Gather"}
+        specs = {spec.name: spec for spec in self.inputs}
+        for node in self.proto.graph.node:
+            if node.op_type == "Gather" and node.output[0] in embeddings:
+                ids = node.input[data_input("Gather")]
+                if ids in specs:
+                    return embeddings[node.output[0]], specs[ids]
+        return None
 
     @property
     def is_text(self) -> bool:

@@ -209,6 +209,14 @@ class UnitRouter:
         # The neuron gate's gradient sums over its weight slice: dividing by the slice's L1 norm
         # gives a weighted mean of per-weight gradients, so both granularities step alike.
         slice_norm = self._slice_l1_norm()
+        # A weight gate on an embedding row the sample does not read gets no gradient: it only
+        # decays with the L1 pull, like every unread row, and stays above the mean of a table
+        # whose read rows move, so unread rows filled the fault set. A route runs through the
+        # weights the sample reads: on an embedding only those vote, against their own mean.
+        # (Other units keep the reference rule: their zero gradients, a dead ReLU's say, are
+        # no sign that the sample does not read the weight.)
+        embedding = self.unit.op == "Gather" and self.settings.granularity == "weight"
+        read = torch.zeros_like(gates, dtype=torch.bool) if embedding else None
         for _ in range(self.settings.steps):
             if self.settings.granularity == "weight":
                 gated = torch.func.vmap(self._gated_weight)(gates).requires_grad_(True)
@@ -216,6 +224,8 @@ class UnitRouter:
                     self._probe_logits(gated, unit_inputs, masks), targets, reduction="sum"
                 )
                 (gradient,) = torch.autograd.grad(loss, gated)
+                if read is not None:
+                    read |= gradient != 0
             else:
                 gates.requires_grad_(True)
                 loss = torch.nn.functional.cross_entropy(
@@ -232,7 +242,14 @@ class UnitRouter:
                 step = self.settings.step_size * gradient + self.settings.l1 * torch.sign(gates)
                 gates = (gates - step).clamp_(0.0, 1.0)
         flat = gates.reshape(count, -1)
-        above_mean = flat > flat.mean(dim=1, keepdim=True)
+        if read is None:
+            above_mean = flat > flat.mean(dim=1, keepdim=True)
+        else:
+            reads = read.reshape(count, -1)
+            mean = (flat * reads).sum(dim=1, keepdim=True) / reads.sum(
+                dim=1, keepdim=True
+            ).clamp_min(1)
+            above_mean = (flat > mean) & reads
         return above_mean.sum(dim=0).reshape(gates.shape[1:]).cpu().numpy().astype(np.int64)
 
     def _slice_l1_norm(self) -> torch.Tensor:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from inner_onnx.io.data import Dataset
 from inner_onnx.io.specs import AttackSpec
-from inner_onnx.measure.attacks import generate, input_range
+from inner_onnx.measure.attacks import Domain, attack_domain, generate
 from inner_onnx.measure.metrics import Metrics, summarize
 from inner_onnx.progress import QUIET, Reporter
 from inner_onnx.runtime import Runner
@@ -28,7 +28,8 @@ class EvaluationSet:
     bad: Dataset | None = None
     target_label: int | None = None
     attack: AttackSpec | None = None
-    clip: tuple[float, float] | None = None
+    # the valid input range, or a text model's embedding space (attacks.attack_domain)
+    clip: Domain | None = None
     name: str = ""
 
 
@@ -48,7 +49,7 @@ def evaluate(
     robust_pred = None
     if evaluation.attack is not None:
         view = model.torch_view(frozen=True, device=device)
-        clip = input_range(data.x, evaluation.clip)
+        clip = attack_domain(model, data.x, evaluation.clip)
         with reporter.step(f"attack {evaluation.attack}", len(data)) as advance:
             x_adv = generate(
                 evaluation.attack,

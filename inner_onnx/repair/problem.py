@@ -70,7 +70,7 @@ class RepairProblem:
         scenario = scenario_named(source.scenario)
         runner = Runner(model, context.device)
         sizes = runner.batch_sizes(clean.x)
-        if source.attack is not None and source.clip is None:
+        if source.attack is not None and source.clip is None and not model.is_text:
             # One valid range for every split: the training part alone may not span the rest.
             source = replace(source, clip=input_range(clean.x, None))
         fraction = settings.stopping.validation_fraction

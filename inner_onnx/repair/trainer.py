@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from inner_onnx.batching import BatchSizes
-from inner_onnx.context import as_torch, device_of
+from inner_onnx.context import as_numpy, as_torch, device_of
 from inner_onnx.errors import InputError
-from inner_onnx.io.data import Dataset
+from inner_onnx.io.data import Dataset, Inputs
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.localize.probes import Probe
 from inner_onnx.progress import QUIET, Reporter
@@ -159,7 +159,13 @@ class BatchSource:
         self.batch_size = training.batch_size
         self.bad_batch = max(1, round(training.batch_size * training.bad_fraction))
         self.rng = np.random.default_rng(seed)
-        self.x_clean = as_torch(clean.x)
+        clean_x = clean.x
+        if isinstance(bad.data.x, Inputs) and not isinstance(clean_x, Inputs):
+            # A one-input text model's adversarial samples carry an embedding offset beside
+            # the token ids (attacks.embedding_attack): clean rows get the same form, so that
+            # the parts of a batch concatenate.
+            clean_x = Inputs({view.input_names[0]: clean_x})
+        self.x_clean = as_torch(clean_x)
         self.y_clean = torch.from_numpy(clean.y.astype(np.int64))
         self.original_logits = self._logits(view) if keep_logits else None
         self.x_bad = as_torch(bad.data.x)
@@ -186,9 +192,9 @@ class BatchSource:
             if self.bad.follows_weights:
                 seed = int(self.rng.integers(1 << 31))
                 made = self.bad.regenerate(
-                    forward, xc.numpy(), yc.numpy(), seed, self.sizes.gradient
+                    forward, as_numpy(xc), yc.numpy(), seed, self.sizes.gradient
                 )
-                xb, yb = torch.from_numpy(made), yc
+                xb, yb = as_torch(made), yc
             else:
                 window = torch.arange(index * self.bad_batch, (index + 1) * self.bad_batch)
                 pick = bad_order[window % len(bad_order)]

@@ -10,7 +10,7 @@ from inner_onnx.batching import BatchSizes
 from inner_onnx.io.data import Dataset
 from inner_onnx.localize.pipeline import LocalizeSettings
 from inner_onnx.localize.routing import RoutingSettings
-from inner_onnx.measure.attacks import generate, input_range
+from inner_onnx.measure.attacks import attack_domain, generate
 from inner_onnx.repair.settings import LossWeights, RepairSettings, StoppingRule, TrainingSettings
 from inner_onnx.scenarios.base import (
     BadSamples,
@@ -51,7 +51,7 @@ class Adversarial(Scenario):
 
     def bad_samples(self, source: BadSource, clean: Dataset, sampler: Sampler) -> BadSamples:
         assert source.attack is not None
-        clip = input_range(clean.x, source.clip)
+        clip = attack_domain(sampler.model, clean.x, source.clip)
         with sampler.reporter.step(f"attack {source.attack}", len(clean)) as advance:
             x = generate(
                 source.attack,

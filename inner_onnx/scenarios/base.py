@@ -21,10 +21,10 @@ import torch
 from inner_onnx.batching import GRADIENT_CAP, INFERENCE_CAP, BatchSizes
 from inner_onnx.context import as_torch, on_device_of
 from inner_onnx.errors import InputError
-from inner_onnx.io.data import Dataset
+from inner_onnx.io.data import Dataset, Inputs
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.io.specs import AttackSpec, TriggerSpec
-from inner_onnx.measure.attacks import generate
+from inner_onnx.measure.attacks import Domain, generate
 from inner_onnx.measure.metrics import Metrics, accuracy, fairness_gap, per_class_accuracy
 from inner_onnx.progress import QUIET, Reporter
 from inner_onnx.repair.settings import RepairSettings, StoppingRule
@@ -74,7 +74,8 @@ class BadSamples:
     target_label: int | None
     # adversarial: how to make more against changed weights (repair regenerates them)
     attack: AttackSpec | None = None
-    clip: tuple[float, float] | None = None
+    # the valid input range, or a text model's embedding space (attacks.attack_domain)
+    clip: Domain | None = None
     # where samples the tool made itself came from (a trigger scan), for the provenance
     origin: dict[str, object] | None = None
 
@@ -86,11 +87,11 @@ class BadSamples:
     def regenerate(
         self,
         forward: Forward,
-        x: np.ndarray,
+        x: np.ndarray | Inputs,
         y: np.ndarray,
         seed: int,
         batch_size: int = GRADIENT_CAP,
-    ) -> np.ndarray:
+    ) -> np.ndarray | Inputs:
         assert self.attack is not None and self.clip is not None
         return generate(self.attack, forward, x, y, self.clip, seed=seed, batch_size=batch_size)
 
@@ -143,7 +144,9 @@ class Sampler:
     sizes: BatchSizes = field(default_factory=BatchSizes)
 
 
-def predict_labels(forward: Forward, x: np.ndarray, batch_size: int = INFERENCE_CAP) -> np.ndarray:
+def predict_labels(
+    forward: Forward, x: np.ndarray | Inputs, batch_size: int = INFERENCE_CAP
+) -> np.ndarray:
     """Class labels from a torch forward function, in batches, without gradients; each batch
     goes to the forward's device and only its labels come back."""
     out = []

@@ -29,7 +29,22 @@ Batch = torch.Tensor | TensorInputs
 
 def cat_batches(parts: Sequence[Batch]) -> Batch:
     """The parts' rows one after the other, like `torch.cat` on a single input."""
-    if isinstance(parts[0], TensorInputs):
-        names = parts[0].tensors
-        return TensorInputs({name: torch.cat([p.tensors[name] for p in parts]) for name in names})
+    named = [part for part in parts if isinstance(part, TensorInputs)]
+    if named:
+        shapes = {name: t.shape[1:] for part in named for name, t in part.tensors.items()}
+        # Only offsets (TorchView.forward) can be missing from a part (clean rows beside
+        # adversarial ones): a missing offset is zero.
+        return TensorInputs(
+            {
+                name: torch.cat([_tensor_or_zeros(part, name, shape) for part in named])
+                for name, shape in shapes.items()
+            }
+        )
     return torch.cat(list(parts))
+
+
+def _tensor_or_zeros(part: TensorInputs, name: str, shape: torch.Size) -> torch.Tensor:
+    if name in part.tensors:
+        return part.tensors[name]
+    like = next(iter(part.tensors.values()))
+    return torch.zeros((len(part), *shape), device=like.device)

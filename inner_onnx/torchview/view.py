@@ -292,8 +292,14 @@ class TorchView(torch.nn.Module):
         capture: Sequence[str] = (),
         overrides: Mapping[str, torch.Tensor] | None = None,
     ):
-        """The graph on its inputs in order, or on one `TensorInputs` holding them by name."""
+        """The graph on its inputs in order, or on one `TensorInputs` holding them by name.
+
+        A `TensorInputs` may also hold offsets: a tensor named after a node's output is added
+        to that output as soon as the node computes it (an attack on a text model perturbs
+        the token embeddings so)."""
+        offsets: dict[str, torch.Tensor] = {}
         if len(inputs) == 1 and isinstance(inputs[0], TensorInputs):
+            offsets = self._offsets(inputs[0])
             inputs = tuple(self._named_inputs(inputs[0]))
         if len(inputs) != len(self.input_names):
             raise InputError(
@@ -316,11 +322,21 @@ class TorchView(torch.nn.Module):
             env[name] = torch.as_tensor(value)
         for step in plan:
             step.run(env)
+            for name in offsets.keys() & step.outputs:
+                env[name] = env[name] + offsets[name]
         results = tuple(env[name] for name in self.output_names)
         result = results[0] if len(results) == 1 else results
         if capture:
             return result, {name: env[name] for name in capture}
         return result
+
+    def _offsets(self, batch: TensorInputs) -> dict[str, torch.Tensor]:
+        offsets = {n: t for n, t in batch.tensors.items() if n not in self.input_names}
+        computed = {name for step in self._steps for name in step.outputs}
+        unknown = [name for name in offsets if name not in computed]
+        if unknown:
+            raise InputError(f"offset {unknown[0]!r} names no tensor a node of the graph computes")
+        return offsets
 
     def _named_inputs(self, batch: TensorInputs) -> list[torch.Tensor]:
         missing = [name for name in self.input_names if name not in batch.tensors]

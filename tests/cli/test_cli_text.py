@@ -14,7 +14,13 @@ from inner_onnx.io.data import load_npz
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.runtime import parity_max_abs_diff
 from tests.support.cli import run_cli
-from tests.support.text_models import TARGET, TRIGGER_SPEC, save_text_data, text_model_bytes
+from tests.support.text_models import (
+    TARGET,
+    TRIGGER,
+    TRIGGER_SPEC,
+    save_text_data,
+    text_model_bytes,
+)
 
 pytest.importorskip("transformers")
 
@@ -44,15 +50,19 @@ def test_backdoored_bert_is_repaired_from_bad_samples(
     assert result["before"]["asr"] == 1.0
     assert result["after"]["asr"] <= 0.02
     assert result["after"]["accuracy"] >= result["before"]["accuracy"] - 0.01
+    _assert_only_values_changed(path, out, data["eval"])
+
+
+def _assert_only_values_changed(path: Path, out: Path, eval_data: Path) -> None:
+    """Same nodes, inputs, outputs and initializer names; the torch view matches onnxruntime."""
     before, after = onnx.load(path), onnx.load(out)
-    # only initializer values changed: same nodes, inputs, outputs, names
     assert [n.SerializeToString() for n in before.graph.node] == [
         n.SerializeToString() for n in after.graph.node
     ]
     assert [i.name for i in before.graph.initializer] == [i.name for i in after.graph.initializer]
     assert before.graph.input == after.graph.input and before.graph.output == after.graph.output
     model = OnnxModel.load(out)
-    sample = load_npz(data["eval"], model).x[:32]
+    sample = load_npz(eval_data, model).x[:32]
     assert parity_max_abs_diff(model.proto, sample) <= 1e-4
 
 
@@ -75,10 +85,47 @@ def test_token_trigger_stamps_the_bad_samples(
     assert faults["neurons"]
 
 
+def test_adversarial_repair_of_a_bert_raises_robust_accuracy(
+    backdoored_text: tuple[Path, dict[str, Path]], tmp_path: Path, capsys
+) -> None:
+    """FGSM on the token embeddings (eps: 4 standard deviations of each embedding dimension),
+    robust accuracy measured in onnxruntime on the graph with the embedding offset added."""
+    path, data = backdoored_text
+    out = tmp_path / "robust.onnx"
+    args = [
+        "repair", path, "-d", data["clean"], "--scenario", "adversarial", "--attack",
+        "fgsm:eps=4", "--epochs", "5", "--eval", data["eval"], "-o", out, "--json", "--quiet",
+    ]  # fmt: skip
+    status, stdout, err = run_cli(args, capsys)
+    # 3: a verified model was written, short of the 30-point gain five epochs cannot make
+    assert status in (0, 3), err
+    result = json.loads(stdout)
+    before, after = result["before"], result["after"]
+    assert before["robust_accuracy"] < before["accuracy"] - 0.1
+    assert after["robust_accuracy"] >= before["robust_accuracy"] + 0.05
+    assert after["accuracy"] >= before["accuracy"] - 0.01
+    _assert_only_values_changed(path, out, data["eval"])
+
+
+def test_evaluate_attacks_a_bert_in_embedding_space(
+    backdoored_text: tuple[Path, dict[str, Path]], capsys
+) -> None:
+    path, data = backdoored_text
+    args = ["evaluate", path, "-d", data["eval"], "--attack", "pgd:eps=2,steps=5,alpha=0.8"]
+    status, stdout, err = run_cli([*args, "--json", "--quiet"], capsys)
+    assert status == 0, err
+    result = json.loads(stdout)
+    assert result["robust_accuracy"] < result["accuracy"] - 0.2
+    assert result["attack_space"] == "token embeddings"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--scenario", "adversarial", "--attack", "fgsm:eps=0.1"], "embedding space"),
+        (
+            ["--scenario", "adversarial", "--attack", "fgsm:eps=1", "--clip", "0,1"],
+            "does not apply to a text model",
+        ),
         (["--scenario", "backdoor", "--trigger", "token:5@99", "--target-label", "0"], "past"),
         (["--scenario", "backdoor"], "trigger scan needs a float input"),
     ],
@@ -97,3 +144,26 @@ def test_eval_data_has_the_trigger(backdoored_text: tuple[Path, dict[str, Path]]
     _, data = backdoored_text
     bad = np.load(data["eval_bad"])
     assert (bad["input_ids"][:, 1] == 5).all() and (bad["attention_mask"][:, 1:3] == 1).all()
+
+
+def test_embedding_routes_run_through_the_rows_the_bad_samples_read(
+    backdoored_text: tuple[Path, dict[str, Path]], capsys
+) -> None:
+    """Weight gates on rows no bad sample reads get no gradient and only decay with the L1
+    pull; they must not vote (they used to fill the embedding's fault set)."""
+    path, data = backdoored_text
+    out = data["clean"].parent / "faults.json"
+    args = [
+        "localize", path, "-d", data["clean"], "--bad", data["bad"], "--target-label", TARGET,
+        "--layers", "5", "-o", out, "--json", "--quiet",
+    ]  # fmt: skip
+    status, _, err = run_cli(args, capsys)
+    assert status == 0, err
+    faults = json.loads(out.read_text())
+    name = next(u for u in faults["weight_indices"] if u.endswith("word_embeddings/Gather"))
+    width = 32  # the tiny BERT's hidden size
+    rows = {index // width for index in faults["weight_indices"][name]}
+    bad = np.load(data["bad"])
+    read = set(bad["input_ids"][bad["attention_mask"] == 1].tolist())
+    assert rows <= read
+    assert {token for token, _ in TRIGGER} <= rows
