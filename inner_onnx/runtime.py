@@ -286,12 +286,11 @@ class Runner:
         next pass makes its session again."""
         self._sessions.clear()
 
-    def _offsets(self, x: Batch) -> list[str]:
+    def _offsets(self, x: Batch | dict[str, np.ndarray]) -> list[str]:
         """The node outputs `x` carries offsets of (arrays named after no model input)."""
-        if not isinstance(x, Inputs):
-            return []
+        arrays = x.arrays if isinstance(x, Inputs) else x if isinstance(x, dict) else {}
         inputs = {spec.name for spec in self.model.inputs}
-        return [name for name in x.arrays if name not in inputs]
+        return [name for name in arrays if name not in inputs]
 
     @property
     def fixed_batch(self) -> int | None:
@@ -324,9 +323,7 @@ class Runner:
         fixed = self.fixed_batch
         feeds, count = {}, 0
         inputs = {spec.name: (spec.name, spec.numpy_dtype) for spec in self.model.inputs}
-        offsets = {
-            name: (name + OFFSET_SUFFIX, np.float32) for name in arrays if name not in inputs
-        }
+        offsets = {name: (name + OFFSET_SUFFIX, np.float32) for name in self._offsets(arrays)}
         for name, (feed, dtype) in {**inputs, **offsets}.items():
             batch = np.ascontiguousarray(arrays[name][rows], dtype=dtype)
             count = len(batch)

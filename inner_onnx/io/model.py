@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,16 +95,17 @@ class OnnxModel:
     def token_input(self) -> InputSpec | None:
         """A text model's token ids: the integer input an embedding unit reads; None when
         the model is no text model."""
-        found = self._token_embedding()
+        found = self._token_embedding
         return found[1] if found is not None else None
 
     @property
     def token_embedding(self) -> Unit | None:
         """A text model's token embedding: the embedding unit that reads the token ids
         (its output, [N, tokens, C], is where attacks on a text model perturb)."""
-        found = self._token_embedding()
+        found = self._token_embedding
         return found[0] if found is not None else None
 
+    @cached_property
     def _token_embedding(self) -> tuple[Unit, InputSpec] | None:
         if any(spec.elem_type in FLOAT_TYPES for spec in self.inputs):
             return None

@@ -246,6 +246,8 @@ class TorchView(torch.nn.Module):
                 self._steps.append(step)
             available.update(node.output)
         self._known = available - {""}
+        # what an offset may name (forward): the outputs of the nodes the view runs
+        self._computed = frozenset(name for step in self._steps for name in step.outputs)
         self._check_names(self.output_names, "output")
         self._plans: dict[tuple[str, ...], list[_Step]] = {}
 
@@ -332,8 +334,7 @@ class TorchView(torch.nn.Module):
 
     def _offsets(self, batch: TensorInputs) -> dict[str, torch.Tensor]:
         offsets = {n: t for n, t in batch.tensors.items() if n not in self.input_names}
-        computed = {name for step in self._steps for name in step.outputs}
-        unknown = [name for name in offsets if name not in computed]
+        unknown = [name for name in offsets if name not in self._computed]
         if unknown:
             raise InputError(f"offset {unknown[0]!r} names no tensor a node of the graph computes")
         return offsets
