@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, replace
 
+import numpy as np
+import onnx
 import torch
 
 from inner_onnx.context import RunContext
@@ -83,7 +85,36 @@ def repair(
 
 def run_plan(problem: RepairProblem, plan: MethodPlan) -> tuple[TorchView, TrainOutcome]:
     """Apply the plan to a fresh view (or the view the method trained itself): zero what it
-    prunes, then train what it masks."""
+    prunes, then train what it masks. Weights that end NaN or infinite where the original's
+    were finite are never handed on: the original's are, with a verdict that says so."""
+    view, outcome = _run_plan(problem, plan)
+    if not _diverged(problem.model, view):
+        return view, outcome
+    original = problem.fresh_view()
+    outcome = untrained_outcome(problem, original)
+    outcome.targets_met = False
+    outcome.missed = [DIVERGED]
+    outcome.confidence = 0.0
+    return original, outcome
+
+
+def _diverged(model: OnnxModel, view: TorchView) -> bool:
+    """Whether a value the original holds finite is NaN or infinite in the view (a model
+    may hold -inf on purpose, e.g. an attention mask's fill value)."""
+    for name, parameter in view.onnx_parameters():
+        finite = torch.isfinite(parameter)
+        if not finite.all():
+            original = onnx.numpy_helper.to_array(model.initializers[name])
+            if (np.isfinite(original) & ~finite.cpu().numpy()).any():
+                return True
+    return False
+
+
+# The verdict of a plan whose weights ended NaN or infinite.
+DIVERGED = "training diverged (NaN or infinite weights): the original weights are kept"
+
+
+def _run_plan(problem: RepairProblem, plan: MethodPlan) -> tuple[TorchView, TrainOutcome]:
     view = plan.view if plan.view is not None else problem.fresh_view()
     # A view the method trained itself may hold other values anywhere; zeroing changes some.
     pristine = set() if plan.view is not None else {name for name, _ in view.onnx_parameters()}
