@@ -76,14 +76,16 @@ ScenarioOpt = Annotated[
     str,
     typer.Option("--scenario", help=" | ".join(f"{n}: {s.summary}" for n, s in SCENARIOS.items())),
 ]
+DEFAULT_METHOD = RepairSettings().method
 MethodOpt = Annotated[
     str,
     typer.Option(
         "--method",
         help="auto: try "
         + ", ".join(RepairSettings().auto.candidates)
-        + " (fewest changeable values first) and keep the first that meets the validation "
-        "targets, else the best | " + " | ".join(f"{n}: {m.summary}" for n, m in METHODS.items()),
+        + " (fewest changeable values first) and keep the smallest about as sure to meet "
+        "the validation targets as the surest, else the best | "
+        + " | ".join(f"{n}: {m.summary}" for n, m in METHODS.items()),
     ),
 ]
 GranularityOpt = Annotated[

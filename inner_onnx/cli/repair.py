@@ -18,6 +18,7 @@ from inner_onnx.cli.app import (
     stdout,
 )
 from inner_onnx.cli.options import (
+    DEFAULT_METHOD,
     AttackOpt,
     BadOpt,
     ClipOpt,
@@ -104,7 +105,7 @@ def run_repair(
     target_label: int | None = None,
     clip: str | None = None,
     faults_path: Path | None = None,
-    method: str = "inner",
+    method: str = DEFAULT_METHOD,
     seed: int = 0,
     granularity: str | None = None,
     layers: int | None = None,
@@ -172,7 +173,7 @@ def repair_command(
     faults: Annotated[
         Path | None, typer.Option("--faults", help="Fault set from `localize` (else found now).")
     ] = None,
-    method: MethodOpt = "inner",
+    method: MethodOpt = DEFAULT_METHOD,
     seed: SeedOpt = 0,
     granularity: GranularityOpt = None,
     layers: LayersOpt = None,
@@ -238,7 +239,8 @@ def exit_on_findings(summary: dict) -> None:
     """Exit status 3 (DESIGN.md): nothing changed, or a verified model that misses its
     validation targets; one line on stderr says which."""
     if summary["output"] is None:
-        stderr.print("no weight changed: nothing written", markup=False)
+        why = f" ({'; '.join(summary['targets_missed'])})" if summary["targets_missed"] else ""
+        stderr.print(f"no weight changed: nothing written{why}", markup=False)
         raise typer.Exit(3)
     if summary["targets_met"] is False:
         stderr.print("targets missed: " + "; ".join(summary["targets_missed"]), markup=False)
@@ -272,6 +274,8 @@ def demo(
         output,
         bad=sample / "bad.npz",
         target_label=0,
+        # the showcase is INNER itself, the method the tool is named after
+        method="inner",
         eval_data=sample / "eval.npz",
         eval_bad=sample / "eval_bad.npz",
         report_dir=output_dir / "report",

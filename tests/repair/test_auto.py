@@ -1,5 +1,5 @@
-"""`--method auto`: candidates by fewest changeable values, the first meeting the
-validation targets kept, every candidate's figures recorded."""
+"""`--method auto`: candidates by fewest changeable values, the smallest about as sure to
+meet the validation targets as the surest kept, every candidate's figures recorded."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from inner_onnx.context import RunContext
+from inner_onnx.repair.auto import CandidateRecord, winner_of
 from inner_onnx.repair.pipeline import repair, settings_for
 from inner_onnx.repair.settings import AutoSettings
 from tests.support.backdoor import backdoor_problem_inputs
@@ -15,7 +16,7 @@ from tests.support.backdoor import backdoor_problem_inputs
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_auto_keeps_the_first_candidate_that_meets_the_targets() -> None:
+def test_auto_keeps_the_smallest_candidate_about_as_sure_as_the_surest() -> None:
     model, clean, source, evaluation = backdoor_problem_inputs()
     settings = settings_for("backdoor", method="auto", epochs=15, top_k=8)
     settings = replace(settings, auto=AutoSettings(("ft", "inner"), budget_factor=None))
@@ -26,14 +27,34 @@ def test_auto_keeps_the_first_candidate_that_meets_the_targets() -> None:
     assert candidates[0]["method"] == "inner"
     sizes = [c["changeable_values"] for c in candidates]
     assert sizes == sorted(sizes)
-    winner = next((c for c in candidates if c["targets_met"]), None)
-    if winner is not None:
-        assert result.method == winner["method"] and candidates[-1] is winner
-        assert result.targets_met is True
-    else:
-        best = max(candidates, key=lambda c: c["objective"])
-        assert result.method == best["method"]
+    records = [CandidateRecord(**c) for c in candidates]
+    assert result.method == winner_of(records, settings.auto.confidence_margin).method
     assert result.summary()["auto_candidates"] == candidates
+
+
+def record(
+    method: str, size: int, confidence: float | None, objective: float = 0.0
+) -> CandidateRecord:
+    met = None if confidence is None else confidence > 0.5
+    return CandidateRecord(method, size, met, confidence, objective, 1.0, {})
+
+
+def test_a_smaller_candidate_wins_within_the_margin_and_loses_beyond_it() -> None:
+    close = [record("small", 10, 0.46), record("large", 100, 0.50)]
+    assert winner_of(close, margin=0.05).method == "small"
+    apart = [record("small", 10, 0.50), record("large", 100, 0.97)]
+    assert winner_of(apart, margin=0.05).method == "large"
+
+
+def test_the_best_objective_wins_when_no_candidate_ever_meets_the_targets() -> None:
+    records = [record("small", 10, 0.0, objective=-2.0), record("large", 100, 0.0, -1.0)]
+    assert winner_of(records, margin=0.05).method == "large"
+
+
+def test_a_plain_verdict_counts_where_there_was_nothing_to_resample() -> None:
+    records = [record("small", 10, None), record("large", 100, 0.5)]
+    records[0].targets_met = True
+    assert winner_of(records, margin=0.05).method == "small"
 
 
 def test_an_exhausted_budget_skips_the_middle_candidates_but_not_the_last() -> None:

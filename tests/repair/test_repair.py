@@ -39,7 +39,8 @@ def repaired() -> tuple[OnnxModel, RepairResult]:
         name="eval",
     )
     source = bad_source("backdoor", bad_path=SAMPLE / "bad.npz", target_label=0)
-    settings = settings_for("backdoor")
+    # INNER itself: these tests are about its fault set (the default, auto, may pick another)
+    settings = settings_for("backdoor", method="inner")
     return model, repair(model, clean, source, settings, evaluation=evaluation)
 
 
