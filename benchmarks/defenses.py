@@ -1,6 +1,11 @@
-"""The clean-data defences on the bundled BadNets sample (samples/torch_badnets, target 0).
+"""The clean-data defences on a backdoored model: the bundled BadNets sample
+(samples/torch_badnets, target 0) unless `--folder` names another with its target.
 
     .venv/bin/python -m benchmarks.defenses [--methods ft_clean,nad] [--anp-iterations N]
+        [--folder benchmarks/.cache/zoo/NAME --target-label T] [--seeds 0,1,2]
+
+A folder holds model.onnx, clean.npz, bad.npz, eval.npz and eval_bad.npz, as the bundled
+samples and the zoo's models (benchmarks/zoo) do.
 
 Runs every registered method that uses clean data only (`clean_only`) through
 `inner_onnx.repair.pipeline.repair` with the backdoor scenario's settings, and prints clean
@@ -29,14 +34,16 @@ TARGET = 0
 CLEAN_ONLY = tuple(name for name, method in METHODS.items() if method.clean_only)
 
 
-def run(name: str, seed: int, anp_iterations: int | None) -> dict[str, object]:
-    model = OnnxModel.load(SAMPLE / "model.onnx")
-    clean = load_npz(SAMPLE / "clean.npz", model)
-    source = BadSource("backdoor", bad_path=SAMPLE / "bad.npz", target_label=TARGET)
+def run(
+    name: str, seed: int, anp_iterations: int | None, folder: Path = SAMPLE, target: int = TARGET
+) -> dict[str, object]:
+    model = OnnxModel.load(folder / "model.onnx")
+    clean = load_npz(folder / "clean.npz", model)
+    source = BadSource("backdoor", bad_path=folder / "bad.npz", target_label=target)
     evaluation = EvaluationSet(
-        load_npz(SAMPLE / "eval.npz", model),
-        load_npz(SAMPLE / "eval_bad.npz", model),
-        TARGET,
+        load_npz(folder / "eval.npz", model),
+        load_npz(folder / "eval_bad.npz", model),
+        target,
         name="eval",
     )
     if name == "anp" and anp_iterations is not None:
@@ -44,6 +51,7 @@ def run(name: str, seed: int, anp_iterations: int | None) -> dict[str, object]:
     settings = settings_for("backdoor", method=name)
     result = repair(model, clean, source, settings, RunContext(seed=seed), evaluation=evaluation)
     return {
+        "model": folder.name,
         "method": name,
         "seed": seed,
         "accuracy_before": result.before.accuracy,
@@ -58,18 +66,22 @@ def run(name: str, seed: int, anp_iterations: int | None) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", default=",".join(CLEAN_ONLY))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated repair seeds")
+    parser.add_argument("--folder", type=Path, default=SAMPLE, help="the backdoored model's")
+    parser.add_argument("--target-label", type=int, default=TARGET)
     parser.add_argument("--anp-iterations", type=int)
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args()
     rows = []
-    print("| method | clean acc before | after | ASR before | after | values changed | s |")
-    print("|---|---|---|---|---|---|---|")
-    for name in args.methods.split(","):
-        row = run(name, args.seed, args.anp_iterations)
+    print(f"{args.folder.name}, target {args.target_label}\n")
+    print("| method | seed | clean acc before | after | ASR before | after | values changed | s |")
+    print("|---|---|---|---|---|---|---|---|")
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    for name, seed in [(name, seed) for name in args.methods.split(",") for seed in seeds]:
+        row = run(name, seed, args.anp_iterations, args.folder, args.target_label)
         rows.append(row)
         print(
-            f"| {name} | {row['accuracy_before']:.3f} | {row['accuracy_after']:.3f} "
+            f"| {name} | {seed} | {row['accuracy_before']:.3f} | {row['accuracy_after']:.3f} "
             f"| {row['asr_before']:.3f} | {row['asr_after']:.3f} | {row['changed']} "
             f"| {row['seconds']:.0f} |",
             flush=True,

@@ -3,12 +3,18 @@ on its evaluation data.
 
     python -m benchmarks.zoo_repair [--half held-out|tuning] [--methods inner,ft,auto]
         [--seeds 0] [--only NAME] [--out benchmarks/results/zoo_repair.json] [--tables-only]
+        [--clean-only]
 
 Each run is the library's own `repair` with the scenario's defaults and the requested
 method (nothing tuned here); every figure is onnxruntime's, on the model's eval.npz (and
 eval_bad.npz), which repair never sees. Runs are appended to the JSON one at a time and a
 run already in it is not redone, so an interrupted benchmark resumes where it stopped;
 the tables are printed from everything in the file for the chosen half.
+
+`--clean-only` repairs the backdoored models from clean data alone, as `inner-onnx repair
+--scenario backdoor --target-label T` without `--bad` does: a trigger scan of the
+training split for the named (true target) class makes the bad samples. Its runs go to
+their own JSON (zoo_clean_only.json unless `--out`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from inner_onnx.repair.pipeline import repair, settings_for
 from inner_onnx.scenarios import BadSource, bad_source
 
 DEFAULT_OUT = Path("benchmarks/results/zoo_repair.json")
+CLEAN_ONLY_OUT = Path("benchmarks/results/zoo_clean_only.json")
 # The zoo's images are scaled to [0, 1]; adversarial examples stay in that range.
 CLIP = (0.0, 1.0)
 THREADS = 2
@@ -87,9 +94,12 @@ def eval_missed(kind: str, before: Metrics, after: Metrics) -> list[str]:
     return missed
 
 
-def source_for(zoo: ZooModel) -> BadSource:
-    """The bad samples as the CLI's options would give them for this model."""
+def source_for(zoo: ZooModel, clean_only: bool = False) -> BadSource:
+    """The bad samples as the CLI's options would give them for this model; with
+    `clean_only`, none for a backdoor (repair scans for the trigger of its target)."""
     entry = zoo.entry
+    if entry.scenario == "backdoor" and clean_only:
+        return bad_source("backdoor", target_label=entry.target_class)
     if entry.scenario == "backdoor":
         return bad_source("backdoor", bad_path=zoo.bad_path, target_label=entry.target_class)
     if entry.scenario == "adversarial":
@@ -98,15 +108,15 @@ def source_for(zoo: ZooModel) -> BadSource:
     return bad_source(entry.scenario)
 
 
-def run(zoo: ZooModel, method: str, seed: int) -> dict[str, object]:
+def run(zoo: ZooModel, method: str, seed: int, clean_only: bool = False) -> dict[str, object]:
     """One repair of one model, with its eval figures and both verdicts."""
     kind = zoo.entry.scenario
     model = load_checked(zoo.model_path)
-    source = source_for(zoo)
+    source = source_for(zoo, clean_only)
     evaluation = EvaluationSet(
         load_npz(zoo.eval_path, model),
         load_npz(zoo.eval_bad_path, model) if kind == "backdoor" else None,
-        source.target_label,
+        zoo.entry.target_class if kind == "backdoor" else None,
         source.attack,
         source.clip,
         name="eval",
@@ -152,6 +162,9 @@ def run(zoo: ZooModel, method: str, seed: int) -> dict[str, object]:
         "eval_missed": missed,
         # --method auto: every candidate tried, with its validation figures and seconds
         "candidates": result.candidates,
+        "clean_only": clean_only,
+        # what the trigger scan made the bad samples from (None: they were given)
+        "synthesized": (result.summary().get("bad_source") or {}).get("synthesized"),
     }
 
 
@@ -257,7 +270,8 @@ def main() -> None:
     parser.add_argument("--methods", default="inner,ft,auto", help="comma-separated")
     parser.add_argument("--seeds", default="0", help="comma-separated repair seeds")
     parser.add_argument("--only", help="run only the zoo model of this name")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--clean-only", action="store_true", help="backdoors without bad samples")
     # for a benchmark stopped by its time limit: the tables of what ran, nothing started
     parser.add_argument("--tables-only", action="store_true", help="print tables, run nothing")
     args = parser.parse_args()
@@ -265,19 +279,26 @@ def main() -> None:
     methods = args.methods.split(",")
     seeds = [int(seed) for seed in args.seeds.split(",")]
     models = [m for m in zoo_models(half) if args.only in (None, m.entry.name)]
-    runs = load_runs(args.out)
+    if args.clean_only:
+        models = [m for m in models if m.entry.scenario == "backdoor"]
+    out = args.out or (CLEAN_ONLY_OUT if args.clean_only else DEFAULT_OUT)
+    runs = load_runs(out)
     for zoo in [] if args.tables_only else models:
         for seed in seeds:
             for method in methods:
-                done = {(r["model"], r["method"], r["seed"]) for r in runs}
-                if (zoo.entry.name, method, seed) in done:
+                done = {
+                    (r["model"], r["method"], r["seed"], r.get("clean_only", False)) for r in runs
+                }
+                if (zoo.entry.name, method, seed, args.clean_only) in done:
                     continue
-                runs.append(run(zoo, method, seed))
-                write_json_atomic(args.out, {"runs": runs})
+                runs.append(run(zoo, method, seed, args.clean_only))
+                write_json_atomic(out, {"runs": runs})
                 print(run_lines(runs[-1:])[-1], file=sys.stderr, flush=True)
     names = {m.entry.name for m in models}
     shown = [r for r in runs if r["model"] in names and r["method"] in methods]
-    shown = [r for r in shown if r["seed"] in seeds]
+    shown = [
+        r for r in shown if r["seed"] in seeds and r.get("clean_only", False) == args.clean_only
+    ]
     print(f"### {half} half\n")
     print("\n".join(run_lines(shown)) + "\n")
     print("\n".join(method_lines(shown, methods)))

@@ -1,10 +1,15 @@
-"""The zoo benchmark judges each run by issue 12's targets on the evaluation data."""
+"""The zoo benchmark judges each run by issue 12's targets on the evaluation data, and gives
+backdoor repairs their bad samples or, clean-only, none."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from benchmarks.zoo_repair import eval_missed
+from benchmarks.zoo.load import ZooModel
+from benchmarks.zoo.manifest import ZOO
+from benchmarks.zoo_repair import eval_missed, source_for
 from inner_onnx.measure.metrics import Metrics
 
 
@@ -52,3 +57,13 @@ def test_wrong_targets_need_the_weakest_class_up_and_no_accuracy_lost() -> None:
     assert eval_missed("wrong", BEFORE, metrics(0.90, [0.9, 0.85])) == []
     missed = eval_missed("wrong", BEFORE, metrics(0.899, [0.8, None]))
     assert [m.split()[0] for m in missed] == ["accuracy", "weakest"]
+
+
+def test_clean_only_gives_a_backdoor_model_no_bad_samples_but_its_target() -> None:
+    entry = next(e for e in ZOO if e.scenario == "backdoor")
+    zoo = ZooModel(entry, Path("unused"))
+    known = source_for(zoo)
+    assert known.bad_path is not None and known.target_label == entry.target_class
+    scanned = source_for(zoo, clean_only=True)
+    assert scanned.bad_path is None and scanned.trigger is None
+    assert scanned.target_label == entry.target_class
