@@ -218,5 +218,10 @@ def provenance(result: RepairResult) -> dict[str, object]:
         "targets_met": result.targets_met,
         "targets_missed": result.outcome.missed,
         "targets_confidence": result.outcome.confidence,
-        "auto_candidates": result.candidates,
+        # without their seconds: the same inputs and seed must give the same bytes
+        "auto_candidates": [
+            {key: value for key, value in c.items() if key != "seconds"} for c in result.candidates
+        ]
+        if result.candidates is not None
+        else None,
     }

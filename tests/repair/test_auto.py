@@ -3,6 +3,7 @@ meet the validation targets as the surest kept, every candidate's figures record
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -11,6 +12,7 @@ from inner_onnx.context import RunContext
 from inner_onnx.repair.auto import CandidateRecord, winner_of
 from inner_onnx.repair.pipeline import repair, settings_for
 from inner_onnx.repair.settings import AutoSettings
+from inner_onnx.repair.verify import PROVENANCE_KEY
 from tests.support.backdoor import backdoor_problem_inputs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -30,6 +32,10 @@ def test_auto_keeps_the_smallest_candidate_about_as_sure_as_the_surest() -> None
     records = [CandidateRecord(**c) for c in candidates]
     assert result.method == winner_of(records, settings.auto.confidence_margin).method
     assert result.summary()["auto_candidates"] == candidates
+    # the written provenance holds every candidate's figures but no timing (same seed, same bytes)
+    (stamp,) = [p.value for p in result.proto.metadata_props if p.key == PROVENANCE_KEY]
+    recorded = json.loads(stamp)["auto_candidates"]
+    assert recorded == [{k: v for k, v in c.items() if k != "seconds"} for c in candidates]
 
 
 def record(
