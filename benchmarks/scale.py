@@ -16,9 +16,11 @@ cross-entropy), measured side by side in one process.
 (b) `rss`: peak RSS and wall time of the `inner-onnx repair` CLI in a child
 process (`/usr/bin/time -v`): MobileNet-style at N = 1,000 / 5,000 / 10,000
 clean samples (+1,000 bad, 1 epoch), ResNet-18 with 1,000 clean + 1,000 bad and 2
-epochs, next to native fine-tuning of the same samples and epochs.
+epochs, next to native fine-tuning of the same samples and epochs; `--method` is the
+repair's (default: the CLI's).
 
     nice .venv/bin/python -m benchmarks.scale [--part epoch|rss|all] [--threads 2]
+        [--method auto|inner|...]
 """
 
 from __future__ import annotations
@@ -43,8 +45,11 @@ from inner_onnx.context import RunContext
 from inner_onnx.io.data import Dataset
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.repair.pipeline import repair, settings_for
+from inner_onnx.repair.settings import RepairSettings
 from inner_onnx.scenarios import BadSource
 from samples.make_samples import fashion_mnist
+
+DEFAULT_METHOD = RepairSettings().method
 
 TARGET_LABEL = 0
 PATCH = 4
@@ -282,7 +287,7 @@ def peak_rss(command: list[str]) -> tuple[float, float]:
 
 
 def cli_repair(
-    path: Path, clean: Path, bad: Path, epochs: int, threads: int, out: Path
+    path: Path, clean: Path, bad: Path, epochs: int, threads: int, out: Path, method: str
 ) -> list[str]:
     return [
         str(CLI),
@@ -302,6 +307,8 @@ def cli_repair(
         str(threads),
         "--device",
         "cpu",
+        "--method",
+        method,
         "-o",
         str(out),
         "--force",
@@ -309,21 +316,22 @@ def cli_repair(
     ]
 
 
-def rss(folder: Path, threads: int, sizes: list[int], models: list[str]) -> None:
-    print(f"\n(b) peak RSS of `inner-onnx repair` (backdoor, method inner), {threads} threads\n")
+def rss(folder: Path, threads: int, sizes: list[int], models: list[str], method: str) -> None:
+    print(f"\n(b) peak RSS of `inner-onnx repair` (backdoor, method {method}), {threads} threads\n")
     print("| model | clean + bad | epochs | peak RSS | wall | native torch |")
     print("|---|---|---|---|---|---|")
     if "mobilenet_style" in models:
         _, mobile = build("mobilenet_style", folder)
         for count in sizes:
             clean, bad = write_data(folder, count, 1000)
-            command = cli_repair(mobile, clean, bad, 1, threads, folder / "out.onnx")
+            command = cli_repair(mobile, clean, bad, 1, threads, folder / "out.onnx", method)
             mb, seconds = peak_rss(command)
             print(f"| mobilenet_style | {count:,} + 1,000 | 1 | {mb:.0f} MB | {seconds:.0f} s | |")
     if "resnet18" in models:
         module, resnet = build("resnet18", folder)
         clean, bad = write_data(folder, 1000, 1000)
-        mb, seconds = peak_rss(cli_repair(resnet, clean, bad, 2, threads, folder / "out.onnx"))
+        command = cli_repair(resnet, clean, bad, 2, threads, folder / "out.onnx", method)
+        mb, seconds = peak_rss(command)
         x, y = images(1000)
         bad_x = triggered(images(1000, seed=7)[0])
         torch.set_num_threads(threads)
@@ -342,6 +350,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,5000,10000", help="N for (b), MobileNet-style")
     parser.add_argument("--rss-models", default="mobilenet_style,resnet18", help="models for (b)")
     parser.add_argument("--folder", type=Path, help="models and data (default: a temp folder)")
+    parser.add_argument("--method", default=DEFAULT_METHOD, help="repair's, for (b)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"Machine: {machine()}")
@@ -352,7 +361,7 @@ def main() -> None:
             epoch_cost(folder, args.samples, args.threads)
         if args.part in ("rss", "all"):
             sizes = [int(n) for n in args.sizes.split(",")]
-            rss(folder, args.threads, sizes, args.rss_models.split(","))
+            rss(folder, args.threads, sizes, args.rss_models.split(","), args.method)
 
 
 if __name__ == "__main__":
