@@ -21,7 +21,7 @@ CLEAN_ONLY = sorted(name for name, method in METHODS.items() if method.clean_onl
 
 
 def test_the_clean_data_defences_are_flagged() -> None:
-    assert CLEAN_ONLY == ["anp", "ft_clean", "ft_sam", "ibau", "nad", "nc_unlearn"]
+    assert CLEAN_ONLY == ["anp", "fine_pruning", "ft_clean", "ft_sam", "ibau", "nad", "nc_unlearn"]
 
 
 @pytest.mark.parametrize("name", CLEAN_ONLY)
