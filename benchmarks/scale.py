@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from benchmarks.capture import machine
+from benchmarks.zoo.architectures import resnet18
 from converters.torch_to_onnx import export_torch
 from inner_onnx.context import RunContext
 from inner_onnx.io.data import Dataset
@@ -116,39 +117,10 @@ def mobilenet_style() -> nn.Module:
     return nn.Sequential(*layers)
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-def resnet18() -> nn.Module:
-    """CIFAR-style ResNet-18: 3x3 stem without max-pool, [2, 2, 2, 2] basic blocks."""
-    layers: list[nn.Module] = [nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()]
-    cin = 64
-    for cout, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
-        layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
-        cin = cout
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 10)]
-    return nn.Sequential(*layers)
-
-
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "small_cnn": small_cnn,
     "mobilenet_style": mobilenet_style,
-    "resnet18": resnet18,
+    "resnet18": lambda: resnet18(3, 32),
 }
 
 

@@ -106,6 +106,23 @@ def resnet(channels: int, size: int) -> nn.Sequential:
     )
 
 
+def resnet18(channels: int, size: int) -> nn.Sequential:
+    """CIFAR-style ResNet-18 (He et al. 2016, as BackdoorBench and the defences' papers train
+    it on CIFAR-10): 3x3 stem without max-pool, [2, 2, 2, 2] basic blocks of 64-512
+    channels, global average pool, one dense; 11.2 M parameters."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(channels, 64, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+    ]
+    cin = 64
+    for cout, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+        layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, NUM_CLASSES)]
+    return nn.Sequential(*layers)
+
+
 class InvertedResidual(nn.Module):
     """MobileNetV2/V3 block: 1x1 expand, 3x3 depthwise, 1x1 project, skip when shapes match."""
 
@@ -207,6 +224,7 @@ ARCHITECTURES: dict[Architecture, Callable[[int, int], nn.Module]] = {
     "cnn": cnn,
     "vgg_bn": vgg_bn,
     "resnet": resnet,
+    "resnet18": resnet18,
     "mobilenet": mobilenet,
     "vit": TinyViT,
 }
