@@ -71,8 +71,12 @@ FULL_PAIRS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
     ("cnn_weak", "pgd", (500,)),
 )
 # The known-bad-samples track; the clean-data-only defences have their own script
-# (benchmarks/defenses.py), except ANP, kept here for comparison with the earlier runs.
-ALL_METHODS = tuple(name for name, m in METHODS.items() if not m.clean_only or name == "anp")
+# (benchmarks/defenses.py), except ANP and Fine-Pruning, kept here for comparison with the
+# earlier runs (they ignore the bad samples they are given).
+KEPT_CLEAN_ONLY = ("anp", "fine_pruning")
+ALL_METHODS = tuple(
+    name for name, m in METHODS.items() if not m.clean_only or name in KEPT_CLEAN_ONLY
+)
 FULL = Config(FULL_PAIRS, 3, ALL_METHODS, None, 2000, 200, False)
 QUICK = Config((("cnn_badnets", "badnets", (100,)),), 1, ALL_METHODS, 10, 500, 40, True)
 

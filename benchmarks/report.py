@@ -43,6 +43,12 @@ LABELS = {
     "anp": "ANP",
     "ft_faults": "fine-tune INNER's fault set",
     "grad_ratio_faults": "gradient ratio in fault set",
+    "ft_clean": "fine-tune on clean data",
+    "nad": "NAD",
+    "ibau": "i-BAU",
+    "ft_sam": "FT-SAM",
+    "nc_unlearn": "Neural Cleanse + unlearning",
+    "scan": "inner-onnx scan + repair",
 }
 METRICS = (
     "clean_accuracy",
@@ -80,7 +86,8 @@ def _settings_shown(record: dict[str, object]) -> list[tuple[str, object]]:
 
 
 def kind_of(scenario: str) -> str:
-    return KINDS.get(scenario, "wrong")
+    """The library scenario of a benchmark threat (or of a run that names its scenario)."""
+    return KINDS.get(scenario, scenario if scenario in SCENARIOS else "wrong")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
