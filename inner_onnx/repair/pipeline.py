@@ -32,7 +32,11 @@ from inner_onnx.torchview import TorchView
 
 
 def settings_for(scenario: str, **options: object) -> RepairSettings:
-    """The scenario's typed defaults with what the user gave (`RepairSettings.with_options`)."""
+    """The scenario's typed defaults with what the user gave (`RepairSettings.with_options`);
+    without `epochs`, a method with a reference epoch budget trains for that."""
+    method = METHODS.get(str(options.get("method")))
+    if options.get("epochs") is None and method is not None and method.reference_epochs:
+        options = {**options, "epochs": method.reference_epochs}
     return scenario_named(scenario).default_settings().with_options(**options)  # type: ignore[arg-type]
 
 

@@ -32,6 +32,7 @@ from inner_onnx.torchview.graph import (
     node_names,
 )
 from inner_onnx.torchview.inputs import TensorInputs
+from inner_onnx.torchview.ops.nn import BATCH_STATISTICS
 from inner_onnx.torchview.registry import (
     UnsupportedOpError,
     domain_key,
@@ -179,7 +180,9 @@ class TorchView(torch.nn.Module):
 
     Weights are the float initializers and the float `Constant` nodes of the graph
     (keyed by the node's output name), as older exporters write them. Runs
-    inference semantics (BatchNormalization on running statistics, Dropout off).
+    inference semantics (BatchNormalization on running statistics, Dropout off);
+    with `batch_statistics` on, BatchNormalization runs as torch's train mode does
+    (the batch's statistics, and the running ones updated in place).
     `write_back()` returns the original model with the current parameter values
     in its weights and nothing else changed. The view keeps `proto` and reads it:
     the caller must not change it while the view lives.
@@ -250,6 +253,7 @@ class TorchView(torch.nn.Module):
         self._computed = frozenset(name for step in self._steps for name in step.outputs)
         self._check_names(self.output_names, "output")
         self._plans: dict[tuple[str, ...], list[_Step]] = {}
+        self.batch_statistics = False
 
     def _check_names(self, names: Sequence[str], what: str) -> None:
         unknown = [name for name in names if name not in self._known]
@@ -322,10 +326,14 @@ class TorchView(torch.nn.Module):
             env.update(overrides)
         for name, value in zip(self.input_names, inputs):
             env[name] = torch.as_tensor(value)
-        for step in plan:
-            step.run(env)
-            for name in offsets.keys() & step.outputs:
-                env[name] = env[name] + offsets[name]
+        mode = BATCH_STATISTICS.set(self.batch_statistics)
+        try:
+            for step in plan:
+                step.run(env)
+                for name in offsets.keys() & step.outputs:
+                    env[name] = env[name] + offsets[name]
+        finally:
+            BATCH_STATISTICS.reset(mode)
         results = tuple(env[name] for name in self.output_names)
         result = results[0] if len(results) == 1 else results
         if capture:

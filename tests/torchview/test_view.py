@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,13 @@ from inner_onnx.torchview import (
     supported_ops,
     unsupported_nodes,
 )
-from tests.support.torchview_models import batch_for, model_named, source_module
+from tests.support.torchview_models import (
+    batch_for,
+    export_torchscript,
+    model_named,
+    source_module,
+    trained_looking_cnn,
+)
 
 SAMPLES = sorted((Path(__file__).resolve().parents[2] / "samples").glob("**/*.onnx"))
 # The op coverage the brief of the torch view asks for.
@@ -421,3 +428,28 @@ def test_model_local_functions_are_inlined_and_written_back_untouched() -> None:
     assert view.parameter("dense.weight").grad.abs().sum() > 0
     assert view.parameter("scale").grad is not None
     assert view.write_back().SerializeToString() == model.SerializeToString()
+
+
+def test_batch_statistics_run_batchnorm_as_torch_train_mode_does() -> None:
+    net = trained_looking_cnn()
+    proto = export_torchscript(net, torch.randn(2, 1, 16, 16))
+    view = TorchView(proto)
+    norms = [n for n in proto.graph.node if n.op_type == "BatchNormalization"]
+    reference = copy.deepcopy(net).train()
+    modules = [
+        m for m in reference.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    ]
+    assert norms and len(norms) == len(modules)
+    for module in reference.modules():  # the view never drops out
+        if isinstance(module, torch.nn.Dropout):
+            module.eval()
+    x = torch.randn(8, 1, 16, 16)
+    view.batch_statistics = True
+    with torch.no_grad():
+        assert torch.allclose(view(x), reference(x), atol=1e-4)
+    for node, module in zip(norms, modules):
+        assert torch.allclose(view.parameter(node.input[3]), module.running_mean, atol=1e-6)
+        assert torch.allclose(view.parameter(node.input[4]), module.running_var, atol=1e-5)
+    view.batch_statistics = False
+    with torch.no_grad():
+        assert torch.allclose(view(x), reference.eval()(x), atol=1e-4)

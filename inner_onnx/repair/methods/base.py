@@ -58,6 +58,9 @@ class RepairMethod(ABC):
     uses_faults: ClassVar[bool] = False
     # uses no bad samples (clean data only): the benchmark's clean-data track lists these
     clean_only: ClassVar[bool] = False
+    # the epoch budget of the method's reference code, used when `--epochs` is not given
+    # (None: the scenario's)
+    reference_epochs: ClassVar[int | None] = None
 
     @abstractmethod
     def plan(self, problem: RepairProblem) -> MethodPlan:

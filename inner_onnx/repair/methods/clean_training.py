@@ -8,9 +8,10 @@ The optimizer and schedule are BackdoorBench's (github.com/SCLBD/BackdoorBench,
 annealing over the epochs. The references' data augmentation (random crop and flip of
 CIFAR images) is left out: an ONNX model's input layout and value range are its own.
 
-What trains is every unit's weight and bias (the values `ft` fine-tunes); other
-initializers (BatchNormalization statistics and affine values, shape constants) stay as
-they are, and the view runs BatchNormalization on its running statistics throughout.
+What trains is every unit's weight and bias (the values `ft` fine-tunes). The references
+train in torch's train mode, and so does this loop: BatchNormalization normalizes by each
+batch's statistics and its running statistics follow the clean data (they are written
+back); its affine values and the other initializers stay as they are.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Recipe:
 # BackdoorBench config/defense/ft/config.yaml: batch_size 256, lr 0.01, sgd_momentum 0.9,
 # wd 5.0e-4, lr_scheduler CosineAnnealingLR (ft-sam and nc use the same lines).
 BACKDOORBENCH_FT = Recipe(batch_size=256, learning_rate=0.01, momentum=0.9, weight_decay=5e-4)
+# epochs: 100 in the configs of ft, fp, nad, ft-sam and nc (each method's reference_epochs)
+BACKDOORBENCH_EPOCHS = 100
 
 
 def unit_parameters(model: OnnxModel, view: TorchView) -> list[torch.nn.Parameter]:
@@ -99,6 +102,7 @@ def make_optimizer(parameters: list[torch.nn.Parameter], recipe: Recipe) -> torc
 
 
 def train(
+    view: TorchView,
     parameters: list[torch.nn.Parameter],
     data: Dataset,
     recipe: Recipe,
@@ -106,16 +110,21 @@ def train(
     seed: int,
     step: Step,
 ) -> list[float]:
-    """`epochs` passes over `data` with `step` per batch and cosine annealing per epoch;
-    returns each epoch's mean loss."""
+    """`epochs` passes over `data` with `step` per batch and cosine annealing per epoch, the
+    view's BatchNormalization on batch statistics meanwhile; returns each epoch's mean loss."""
     optimizer = make_optimizer(parameters, recipe)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     generator = torch.Generator().manual_seed(seed)
     history = []
-    for _ in range(epochs):
-        losses = [step(optimizer, x, y) for x, y in batches(data, recipe.batch_size, generator)]
-        schedule.step()
-        history.append(float(np.mean(losses)))
+    view.batch_statistics = True
+    try:
+        for _ in range(epochs):
+            batched = batches(data, recipe.batch_size, generator)
+            losses = [step(optimizer, x, y) for x, y in batched]
+            schedule.step()
+            history.append(float(np.mean(losses)))
+    finally:
+        view.batch_statistics = False
     return history
 
 
@@ -125,12 +134,12 @@ def fine_tuned_plan(
     make_step: Callable[[TorchView, list[torch.nn.Parameter]], Step],
 ) -> MethodPlan:
     """A fresh view fine-tuned on `data` with BACKDOORBENCH_FT for the run's epoch budget
-    (`--epochs`; BackdoorBench's 100 are too many for a CPU), as a plan."""
+    (the method's reference_epochs unless `--epochs` is given), as a plan."""
     view = problem.fresh_view()
     parameters = unit_parameters(problem.model, view)
     epochs = problem.settings.training.epochs
     step = make_step(view, parameters)
-    train(parameters, data, BACKDOORBENCH_FT, epochs, problem.context.seed, step)
+    train(view, parameters, data, BACKDOORBENCH_FT, epochs, problem.context.seed, step)
     return trained_plan(problem.model, view)
 
 

@@ -18,6 +18,7 @@ import torch
 
 from inner_onnx.repair.methods.base import MethodPlan, RepairMethod, register
 from inner_onnx.repair.methods.clean_training import (
+    BACKDOORBENCH_EPOCHS,
     BACKDOORBENCH_FT,
     Step,
     cross_entropy,
@@ -72,6 +73,7 @@ class FinePruning(RepairMethod):
     summary = "prune the last conv unit's dormant channels, then fine-tune on clean data"
     scenarios = ("backdoor",)
     clean_only: ClassVar[bool] = True
+    reference_epochs: ClassVar[int | None] = BACKDOORBENCH_EPOCHS
 
     def plan(self, problem: RepairProblem) -> MethodPlan:
         model = problem.model
@@ -84,6 +86,6 @@ class FinePruning(RepairMethod):
                 parameter = view.parameter(name)
                 parameter[torch.from_numpy(mask).to(parameter.device)] = 0.0
         epochs = problem.settings.training.epochs
-        train(parameters, problem.train, BACKDOORBENCH_FT, epochs, problem.context.seed, step)
+        train(view, parameters, problem.train, BACKDOORBENCH_FT, epochs, problem.context.seed, step)
         view.requires_grad_(False)
         return MethodPlan(all_unit_masks(model), zeroed=zeroed, view=view, fine_tune=False)

@@ -7,7 +7,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 from inner_onnx.repair.methods.base import MethodPlan, RepairMethod, register
-from inner_onnx.repair.methods.clean_training import cross_entropy, descent_step, fine_tuned_plan
+from inner_onnx.repair.methods.clean_training import (
+    BACKDOORBENCH_EPOCHS,
+    cross_entropy,
+    descent_step,
+    fine_tuned_plan,
+)
 from inner_onnx.repair.problem import RepairProblem
 
 
@@ -18,6 +23,7 @@ class FineTuneClean(RepairMethod):
     summary = "fine-tune every unit on clean data only (BackdoorBench's ft)"
     scenarios = ("backdoor",)
     clean_only: ClassVar[bool] = True
+    reference_epochs: ClassVar[int | None] = BACKDOORBENCH_EPOCHS
 
     def plan(self, problem: RepairProblem) -> MethodPlan:
         return fine_tuned_plan(

@@ -15,7 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from inner_onnx.repair.methods.base import MethodPlan, RepairMethod, register
-from inner_onnx.repair.methods.clean_training import Loss, Step, fine_tuned_plan
+from inner_onnx.repair.methods.clean_training import (
+    BACKDOORBENCH_EPOCHS,
+    Loss,
+    Step,
+    fine_tuned_plan,
+)
 from inner_onnx.repair.problem import RepairProblem
 from inner_onnx.torchview import TorchView
 
@@ -79,6 +84,7 @@ class FtSam(RepairMethod):
     summary = "fine-tuning with adaptive sharpness-aware minimization (clean data only)"
     scenarios = ("backdoor",)
     clean_only: ClassVar[bool] = True
+    reference_epochs: ClassVar[int | None] = BACKDOORBENCH_EPOCHS
 
     def plan(self, problem: RepairProblem) -> MethodPlan:
         return fine_tuned_plan(

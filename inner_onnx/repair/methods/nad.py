@@ -23,6 +23,7 @@ from inner_onnx.errors import InputError
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.repair.methods.base import MethodPlan, RepairMethod, register
 from inner_onnx.repair.methods.clean_training import (
+    BACKDOORBENCH_EPOCHS,
     BACKDOORBENCH_FT,
     Recipe,
     cross_entropy,
@@ -80,9 +81,8 @@ def distil(problem: RepairProblem, epochs: int) -> tuple[TorchView, list[float]]
     teacher = problem.fresh_view()
     step = descent_step(cross_entropy(teacher))
     teacher_epochs = min(NAD_TEACHER_EPOCHS, epochs)
-    train(
-        unit_parameters(model, teacher), problem.train, BACKDOORBENCH_FT, teacher_epochs, seed, step
-    )
+    teacher_parameters = unit_parameters(model, teacher)
+    train(teacher, teacher_parameters, problem.train, BACKDOORBENCH_FT, teacher_epochs, seed, step)
     teacher.requires_grad_(False)
     names = attention_names(model)
     student = problem.fresh_view()
@@ -97,7 +97,9 @@ def distil(problem: RepairProblem, epochs: int) -> tuple[TorchView, list[float]]
         return F.cross_entropy(logits, y) + distilled
 
     parameters = unit_parameters(model, student)
-    history = train(parameters, problem.train, NAD_RECIPE, epochs, seed, descent_step(loss))
+    history = train(
+        student, parameters, problem.train, NAD_RECIPE, epochs, seed, descent_step(loss)
+    )
     per_epoch = len(attention) // len(history)
     means = [
         sum(attention[i * per_epoch : (i + 1) * per_epoch]) / per_epoch for i in range(len(history))
@@ -112,6 +114,7 @@ class Nad(RepairMethod):
     summary = "neural attention distillation from a clean-fine-tuned teacher (clean data only)"
     scenarios = ("backdoor",)
     clean_only: ClassVar[bool] = True
+    reference_epochs: ClassVar[int | None] = BACKDOORBENCH_EPOCHS
 
     def plan(self, problem: RepairProblem) -> MethodPlan:
         """The student trains for the run's epoch budget (`--epochs`), the teacher for at most

@@ -20,7 +20,12 @@ import numpy as np
 
 from inner_onnx.io.data import Dataset
 from inner_onnx.repair.methods.base import MethodPlan, RepairMethod, register
-from inner_onnx.repair.methods.clean_training import cross_entropy, descent_step, fine_tuned_plan
+from inner_onnx.repair.methods.clean_training import (
+    BACKDOORBENCH_EPOCHS,
+    cross_entropy,
+    descent_step,
+    fine_tuned_plan,
+)
 from inner_onnx.repair.problem import RepairProblem
 from inner_onnx.scan import ReversedTrigger, scan
 
@@ -50,6 +55,7 @@ class NcUnlearn(RepairMethod):
     summary = "reverse-engineer the trigger (Neural Cleanse), unlearn it on clean data"
     scenarios = ("backdoor",)
     clean_only: ClassVar[bool] = True
+    reference_epochs: ClassVar[int | None] = BACKDOORBENCH_EPOCHS
 
     def plan(self, problem: RepairProblem) -> MethodPlan:
         """Fine-tuning for the run's epoch budget (`--epochs`) on the stamped mixture."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,9 @@ import torch.nn.functional as F
 from inner_onnx.torchview.registry import UnsupportedOpError, op
 
 Tensor = torch.Tensor
+
+# Set for the length of a forward pass by a TorchView whose `batch_statistics` is on.
+BATCH_STATISTICS: ContextVar[bool] = ContextVar("batch_statistics", default=False)
 
 _CONV = (F.conv1d, F.conv2d, F.conv3d)
 _CONV_TRANSPOSE = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
@@ -311,6 +315,8 @@ def batch_normalization(
         )
     if not spatial:
         raise UnsupportedOpError("BatchNormalization with spatial=0 is not supported")
+    if BATCH_STATISTICS.get():
+        mean, var = _batch_statistics(x, mean, var, momentum)
     # Written out (not F.batch_norm) so gradients also reach mean and var: they are
     # initializers too, and the running statistics are constants of the graph.
     factor = scale * torch.rsqrt(var + epsilon)
@@ -318,6 +324,25 @@ def batch_normalization(
     if x.dim() == 1:
         return torch.addcmul(shift, x, factor)
     return torch.addcmul(_channel_view(shift, x.dim()), x, _channel_view(factor, x.dim()))
+
+
+def _batch_statistics(
+    x: Tensor, running_mean: Tensor, running_var: Tensor, momentum: float
+) -> tuple[Tensor, Tensor]:
+    """torch's train-mode BatchNorm: the batch's mean and (biased) variance per channel, and
+    the running statistics moved toward them in place, the variance unbiased, with the
+    ONNX momentum (running = momentum * running + (1 - momentum) * batch; torch's 0.1 is
+    ONNX's 0.9). A batch of one value per channel keeps the running statistics."""
+    axes = [0, *range(2, x.dim())]
+    count = x.numel() // x.shape[1] if x.dim() > 1 else 0
+    if count < 2:
+        return running_mean, running_var
+    mean, var = x.mean(dim=axes), x.var(dim=axes, unbiased=False)
+    with torch.no_grad():
+        running_mean.mul_(momentum).add_(mean.detach(), alpha=1 - momentum)
+        unbiased = var.detach() * (count / (count - 1))
+        running_var.mul_(momentum).add_(unbiased, alpha=1 - momentum)
+    return mean, var
 
 
 @op("InstanceNormalization")

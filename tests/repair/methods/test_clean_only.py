@@ -37,3 +37,13 @@ def test_clean_only_method_reads_no_bad_sample(name: str, monkeypatch: pytest.Mo
     plan = METHODS[name].plan(problem)
     if plan.view is not None:
         assert all(np.isfinite(p.detach().numpy()).all() for _, p in plan.view.onnx_parameters())
+
+
+@pytest.mark.parametrize("name", CLEAN_ONLY)
+def test_epoch_budget_is_the_references_unless_given(name: str) -> None:
+    default = settings_for("backdoor").training.epochs
+    reference = METHODS[name].reference_epochs
+    assert settings_for("backdoor", method=name).training.epochs == (reference or default)
+    assert settings_for("backdoor", method=name, epochs=3).training.epochs == 3
+    if name not in ("anp", "ibau"):  # mask iterations and unlearning rounds, not epochs
+        assert reference == 100  # BackdoorBench's configs of ft, fp, nad, ft-sam and nc
