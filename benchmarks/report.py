@@ -30,7 +30,7 @@ BAD_METRIC = {name: scenario.bad_metric for name, scenario in SCENARIOS.items()}
 BAD_LABEL = {
     "backdoor": "ASR ↓",
     "adversarial": "robust acc. ↑",
-    "wrong": "class-2 acc. ↑",
+    "wrong": "weak-class acc. ↑",
 }
 LABELS = {
     "original": "original model",
@@ -49,6 +49,8 @@ LABELS = {
     "ft_sam": "FT-SAM",
     "nc_unlearn": "Neural Cleanse + unlearning",
     "scan": "inner-onnx scan + repair",
+    "auto": "auto (the default)",
+    "inner_union": "INNER, union fault rule",
 }
 METRICS = (
     "clean_accuracy",
@@ -283,7 +285,8 @@ def plot(table: dict[Key, dict[str, dict]], path: Path) -> None:
                 capsize=2,
             )
             handles[LABELS.get(method, method).strip("*")] = handle
-        axis.set_title(f"{key[0]} · {key[1]} · budget {key[2]}", fontsize=9)
+        budget = f" · budget {key[2]}" if key[2] else ""
+        axis.set_title(f"{key[0]} · {key[1]}{budget}", fontsize=9)
         axis.set_xlabel("clean accuracy")
         axis.set_ylabel(BAD_LABEL[kind])
         axis.grid(alpha=0.3)

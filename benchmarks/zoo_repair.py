@@ -3,13 +3,15 @@ on its evaluation data.
 
     python -m benchmarks.zoo_repair [--half held-out|tuning] [--methods inner,ft,auto]
         [--seeds 0] [--only NAME] [--out benchmarks/results/zoo_repair.json] [--tables-only]
-        [--clean-only]
+        [--clean-only] [--plot PNG]
 
 Each run is the library's own `repair` with the scenario's defaults and the requested
 method (nothing tuned here); every figure is onnxruntime's, on the model's eval.npz (and
 eval_bad.npz), which repair never sees. Runs are appended to the JSON one at a time and a
 run already in it is not redone, so an interrupted benchmark resumes where it stopped;
-the tables are printed from everything in the file for the chosen half.
+the tables are printed from everything in the file for the chosen half; `--plot` draws
+each model's clean accuracy against its defect metric per method (mean ± std over seeds),
+the original model included.
 
 `--clean-only` repairs the backdoored models from clean data alone, as `inner-onnx repair
 --scenario backdoor --target-label T` without `--bad` does: a trigger scan of the
@@ -24,7 +26,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.report import aggregate, ranking
+from benchmarks.report import aggregate, plot, ranking
 from benchmarks.zoo.load import ZooModel, zoo_models
 from benchmarks.zoo.manifest import HALVES, Half
 from inner_onnx.cli.app import load_checked
@@ -274,6 +276,7 @@ def main() -> None:
     parser.add_argument("--clean-only", action="store_true", help="backdoors without bad samples")
     # for a benchmark stopped by its time limit: the tables of what ran, nothing started
     parser.add_argument("--tables-only", action="store_true", help="print tables, run nothing")
+    parser.add_argument("--plot", type=Path, help="write accuracy against the defect metric here")
     args = parser.parse_args()
     half: Half = args.half
     methods = args.methods.split(",")
@@ -302,6 +305,9 @@ def main() -> None:
     print(f"### {half} half\n")
     print("\n".join(run_lines(shown)) + "\n")
     print("\n".join(method_lines(shown, methods)))
+    if args.plot:
+        firsts = {(r["model"], r["seed"]): r for r in shown}
+        plot(aggregate(shown + [original(r) for r in firsts.values()]), args.plot)
 
 
 if __name__ == "__main__":
