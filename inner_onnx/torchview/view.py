@@ -182,7 +182,8 @@ class TorchView(torch.nn.Module):
     (keyed by the node's output name), as older exporters write them. Runs
     inference semantics (BatchNormalization on running statistics, Dropout off);
     with `batch_statistics` on, BatchNormalization runs as torch's train mode does
-    (the batch's statistics, and the running ones updated in place).
+    (the batch's statistics, and the running ones updated in place unless
+    `update_running_statistics` is off).
     `write_back()` returns the original model with the current parameter values
     in its weights and nothing else changed. The view keeps `proto` and reads it:
     the caller must not change it while the view lives.
@@ -254,6 +255,7 @@ class TorchView(torch.nn.Module):
         self._check_names(self.output_names, "output")
         self._plans: dict[tuple[str, ...], list[_Step]] = {}
         self.batch_statistics = False
+        self.update_running_statistics = True
 
     def _check_names(self, names: Sequence[str], what: str) -> None:
         unknown = [name for name in names if name not in self._known]
@@ -326,7 +328,7 @@ class TorchView(torch.nn.Module):
             env.update(overrides)
         for name, value in zip(self.input_names, inputs):
             env[name] = torch.as_tensor(value)
-        mode = BATCH_STATISTICS.set(self.batch_statistics)
+        mode = BATCH_STATISTICS.set((self.batch_statistics, self.update_running_statistics))
         try:
             for step in plan:
                 step.run(env)

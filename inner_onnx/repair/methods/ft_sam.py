@@ -47,13 +47,15 @@ def smooth_cross_entropy(view: TorchView, smoothing: float = FT_SAM_LABEL_SMOOTH
 
 
 def sam_step(
+    view: TorchView,
     loss: Loss,
     parameters: list[torch.nn.Parameter],
     rho: float = FT_SAM_RHO,
     adaptive: bool = FT_SAM_ADAPTIVE,
 ) -> Step:
     """sam.py SAM.step: gradient, climb e = ρ·T²g/‖Tg‖ (T = |w| if adaptive, else 1),
-    gradient at w + e, step back, base optimizer step with that gradient."""
+    gradient at w + e with the running BatchNorm statistics left as they are
+    (`disable_running_stats`), step back, base optimizer step with that gradient."""
 
     def step(optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
         optimizer.zero_grad(set_to_none=True)
@@ -67,7 +69,11 @@ def sam_step(
             for parameter, climb in zip(parameters, climbs):
                 parameter.add_(climb)
         optimizer.zero_grad(set_to_none=True)
-        loss(x, y).backward()
+        view.update_running_statistics = False
+        try:
+            loss(x, y).backward()
+        finally:
+            view.update_running_statistics = True
         with torch.no_grad():
             for parameter, climb in zip(parameters, climbs):
                 parameter.sub_(climb)
@@ -88,5 +94,5 @@ class FtSam(RepairMethod):
 
     def plan(self, problem: RepairProblem) -> MethodPlan:
         return fine_tuned_plan(
-            problem, problem.train, lambda view, ps: sam_step(smooth_cross_entropy(view), ps)
+            problem, problem.train, lambda view, ps: sam_step(view, smooth_cross_entropy(view), ps)
         )

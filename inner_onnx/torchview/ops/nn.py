@@ -12,8 +12,11 @@ from inner_onnx.torchview.registry import UnsupportedOpError, op
 
 Tensor = torch.Tensor
 
-# Set for the length of a forward pass by a TorchView whose `batch_statistics` is on.
-BATCH_STATISTICS: ContextVar[bool] = ContextVar("batch_statistics", default=False)
+# Set for the length of a forward pass by a TorchView: (normalize by the batch's statistics,
+# move the running statistics toward them).
+BATCH_STATISTICS: ContextVar[tuple[bool, bool]] = ContextVar(
+    "batch_statistics", default=(False, False)
+)
 
 _CONV = (F.conv1d, F.conv2d, F.conv3d)
 _CONV_TRANSPOSE = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
@@ -315,8 +318,9 @@ def batch_normalization(
         )
     if not spatial:
         raise UnsupportedOpError("BatchNormalization with spatial=0 is not supported")
-    if BATCH_STATISTICS.get():
-        mean, var = _batch_statistics(x, mean, var, momentum)
+    by_batch, update = BATCH_STATISTICS.get()
+    if by_batch:
+        mean, var = _batch_statistics(x, mean, var, momentum if update else None)
     # Written out (not F.batch_norm) so gradients also reach mean and var: they are
     # initializers too, and the running statistics are constants of the graph.
     factor = scale * torch.rsqrt(var + epsilon)
@@ -327,17 +331,20 @@ def batch_normalization(
 
 
 def _batch_statistics(
-    x: Tensor, running_mean: Tensor, running_var: Tensor, momentum: float
+    x: Tensor, running_mean: Tensor, running_var: Tensor, momentum: float | None
 ) -> tuple[Tensor, Tensor]:
     """torch's train-mode BatchNorm: the batch's mean and (biased) variance per channel, and
-    the running statistics moved toward them in place, the variance unbiased, with the
-    ONNX momentum (running = momentum * running + (1 - momentum) * batch; torch's 0.1 is
-    ONNX's 0.9). A batch of one value per channel keeps the running statistics."""
+    unless `momentum` is None the running statistics moved toward them in place, the
+    variance unbiased, with the ONNX momentum (running = momentum * running + (1 - momentum)
+    * batch; torch's 0.1 is ONNX's 0.9). A batch of one value per channel keeps the running
+    statistics."""
     axes = [0, *range(2, x.dim())]
     count = x.numel() // x.shape[1] if x.dim() > 1 else 0
     if count < 2:
         return running_mean, running_var
     mean, var = x.mean(dim=axes), x.var(dim=axes, unbiased=False)
+    if momentum is None:
+        return mean, var
     with torch.no_grad():
         running_mean.mul_(momentum).add_(mean.detach(), alpha=1 - momentum)
         unbiased = var.detach() * (count / (count - 1))
