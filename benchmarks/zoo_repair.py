@@ -3,7 +3,7 @@ on its evaluation data.
 
     python -m benchmarks.zoo_repair [--half held-out|tuning] [--methods inner,ft,auto]
         [--seeds 0] [--only NAME] [--out benchmarks/results/zoo_repair.json] [--tables-only]
-        [--clean-only] [--plot PNG]
+        [--clean-only] [--plot PNG] [--target-fraction F]
 
 Each run is the library's own `repair` with the scenario's defaults and the requested
 method (nothing tuned here); every figure is onnxruntime's, on the model's eval.npz (and
@@ -17,6 +17,10 @@ the original model included.
 --scenario backdoor --target-label T` without `--bad` does: a trigger scan of the
 training split for the named (true target) class makes the bad samples. Its runs go to
 their own JSON (zoo_clean_only.json unless `--out`).
+
+`--target-fraction F` sets the backdoor repair's share of target-class clean rows per
+batch (`TrainingSettings.target_fraction`) in place of the scenario's default, for an
+ablation (give each value its own `--out`; the JSON records the value of every run).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.report import aggregate, plot, ranking
@@ -110,9 +115,20 @@ def source_for(zoo: ZooModel, clean_only: bool = False) -> BadSource:
     return bad_source(entry.scenario)
 
 
-def run(zoo: ZooModel, method: str, seed: int, clean_only: bool = False) -> dict[str, object]:
+def run(
+    zoo: ZooModel,
+    method: str,
+    seed: int,
+    clean_only: bool = False,
+    target_fraction: float | None = None,
+) -> dict[str, object]:
     """One repair of one model, with its eval figures and both verdicts."""
     kind = zoo.entry.scenario
+    settings = settings_for(kind, method=method)
+    training = settings.training
+    if target_fraction is not None:
+        training = replace(training, target_fraction=target_fraction)
+    settings = replace(settings, training=training)
     model = load_checked(zoo.model_path)
     source = source_for(zoo, clean_only)
     evaluation = EvaluationSet(
@@ -127,7 +143,7 @@ def run(zoo: ZooModel, method: str, seed: int, clean_only: bool = False) -> dict
         model,
         load_npz(zoo.clean_path, model),
         source,
-        settings_for(kind, method=method),
+        settings,
         RunContext(seed=seed, threads=THREADS),
         evaluation=evaluation,
     )
@@ -144,6 +160,7 @@ def run(zoo: ZooModel, method: str, seed: int, clean_only: bool = False) -> dict
         "method": method,
         "method_chosen": result.method,
         "seed": seed,
+        "target_fraction": settings.training.target_fraction,
         # report.aggregate's metric names, for the ranking by the scenario objective
         "clean_accuracy": after.accuracy,
         "asr": after.asr,
@@ -277,6 +294,9 @@ def main() -> None:
     # for a benchmark stopped by its time limit: the tables of what ran, nothing started
     parser.add_argument("--tables-only", action="store_true", help="print tables, run nothing")
     parser.add_argument("--plot", type=Path, help="write accuracy against the defect metric here")
+    parser.add_argument(
+        "--target-fraction", type=float, help="target-class clean rows per batch (share)"
+    )
     args = parser.parse_args()
     half: Half = args.half
     methods = args.methods.split(",")
@@ -294,7 +314,7 @@ def main() -> None:
                 }
                 if (zoo.entry.name, method, seed, args.clean_only) in done:
                     continue
-                runs.append(run(zoo, method, seed, args.clean_only))
+                runs.append(run(zoo, method, seed, args.clean_only, args.target_fraction))
                 write_json_atomic(out, {"runs": runs})
                 print(run_lines(runs[-1:])[-1], file=sys.stderr, flush=True)
     names = {m.entry.name for m in models}

@@ -25,6 +25,13 @@ class TrainingSettings:
     batch_size: int = 64
     # bad samples per batch, as a share of the clean ones
     bad_fraction: float = 0.25
+    # Backdoor with a target label: clean samples of the attacker's class added to every
+    # batch, as a share of the clean ones, scored like the other clean ones (every bad sample
+    # pulls its logits away from that class, whose clean recall can drop). 0 adds none: 1.0
+    # met the targets more often on the zoo's tuning half but not on the held-out half, and
+    # it moved the bundled BadNets sample's shirts to the target class T-shirt
+    # (benchmarks/RESULTS.md, "Target-class rows").
+    target_fraction: float = 0.0
     learning_rate: float = 0.01
     momentum: float = 0.9
     # one of SCHEDULES

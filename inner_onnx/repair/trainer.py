@@ -50,8 +50,10 @@ from inner_onnx.torchview.inputs import cat_batches
 
 KD_TEMPERATURE = 3.0
 Masks = dict[str, np.ndarray]
-# One part of a batch's loss, from the logits of that part's samples.
-Term = Callable[[torch.Tensor], torch.Tensor]
+# One part of a batch's loss: the mean over the part's rows `rows` (a slice of the part),
+# from those rows' logits.
+Term = Callable[[torch.Tensor, slice], torch.Tensor]
+EVERY_ROW = slice(None)
 
 
 @dataclass
@@ -137,10 +139,12 @@ class BatchSource:
     the view's device.
 
     Each epoch walks the clean training data once; bad samples cycle alongside, a fixed
-    share of each batch. Bad samples that follow the weights (adversarial examples) are
-    made afresh against the current weights for every batch. The data stays in host memory
-    (a view of the user's arrays); only each batch goes to the device. The original model's
-    logits of the clean rows ([N, classes]) are kept only when the loss distils from them.
+    share of each batch, and so, with `target_fraction`, do the clean samples of a
+    backdoor's target class (added to the batch's clean part). Bad samples that follow the
+    weights (adversarial examples) are made afresh against the current weights for every
+    batch. The data stays in host memory (a view of the user's arrays); only each batch goes
+    to the device. The original model's logits of the clean rows ([N, classes]) are kept
+    only when the loss distils from them.
     """
 
     def __init__(
@@ -168,6 +172,11 @@ class BatchSource:
         self.x_clean = as_torch(clean_x)
         self.y_clean = torch.from_numpy(clean.y.astype(np.int64))
         self.original_logits = self._logits(view) if keep_logits else None
+        self.target_batch = round(training.batch_size * training.target_fraction)
+        protect = self.target_batch and bad.target_label is not None and not bad.follows_weights
+        self.target_rows = torch.from_numpy(
+            np.flatnonzero(clean.y == bad.target_label) if protect else np.zeros(0, np.int64)
+        )
         self.x_bad = as_torch(bad.data.x)
         self.y_bad = torch.from_numpy(bad.data.y.astype(np.int64))
 
@@ -186,8 +195,14 @@ class BatchSource:
     ) -> Iterator[tuple[torch.Tensor, ...]]:
         order = torch.randperm(len(self.x_clean), generator=generator)
         bad_order = torch.randperm(len(self.x_bad), generator=generator)
+        target_order = self.target_rows
+        if len(target_order):
+            target_order = target_order[torch.randperm(len(target_order), generator=generator)]
         for index, start in enumerate(range(0, len(order), self.batch_size)):
             rows = order[start : start + self.batch_size]
+            if len(target_order):
+                window = torch.arange(index * self.target_batch, (index + 1) * self.target_batch)
+                rows = torch.cat([rows, target_order[window % len(target_order)]])
             xc, yc = self.x_clean[rows], self.y_clean[rows]
             if self.bad.follows_weights:
                 seed = int(self.rng.integers(1 << 31))
@@ -307,31 +322,46 @@ class MaskedTrainer:
         The parts of a batch (clean, bad, then the mixtures) go through the view in one
         call when their backward fits the memory budget (`BatchSizes.gradient`); a model too
         large for that runs them one after the other, each part's backward before the next
-        forward, so only one part's activations are kept at a time (the sums of a part's
-        gradients then come in another order: the same loss, other last bits)."""
+        forward, so only one part's activations are kept at a time, and a part longer than
+        the training batch (the clean part with target-class rows) in chunks of that size
+        (the sums of a part's gradients then come in another order: the same loss, other
+        last bits)."""
         weights = self.weights
+
+        def clean(logits: torch.Tensor, rows: slice) -> torch.Tensor:
+            original = None if original_clean is None else original_clean[rows]
+            return self._clean_term(logits, y_clean[rows], original)
+
         terms: list[tuple[torch.Tensor, Term]] = [
-            (x_clean, lambda logits: self._clean_term(logits, y_clean, original_clean)),
-            (x_bad, lambda logits: weights.bad * F.cross_entropy(logits, y_bad)),
+            (x_clean, clean),
+            (x_bad, lambda logits, rows: weights.bad * F.cross_entropy(logits, y_bad[rows])),
         ]
         if weights.clean_mixup and self.mixable:
             clean_mixtures, _, _ = self._mix(x_clean)
             terms.append(
-                (clean_mixtures, lambda logits: self._teacher_term(logits, clean_mixtures))
+                (
+                    clean_mixtures,
+                    lambda logits, rows: self._teacher_term(logits, clean_mixtures[rows]),
+                )
             )
         if weights.bad_mixup and self.mixable:
             bad_mixtures, share, partner = self._mix(x_bad)
             terms.append(
-                (bad_mixtures, lambda logits: self._mixed_term(logits, y_bad, share, partner))
+                (
+                    bad_mixtures,
+                    lambda logits, rows: self._mixed_term(
+                        logits, y_bad[rows], share[rows], y_bad[partner[rows]]
+                    ),
+                )
             )
         if sum(len(x) for x, _ in terms) > self.sizes.gradient:
             return self._step_by_part(terms, y_bad)
         x = cat_batches([part for part, _ in terms])
         logits, captured = self._forward(x)
         parts = torch.split(logits, [len(part) for part, _ in terms])
-        loss = terms[0][1](parts[0]) + terms[1][1](parts[1])
+        loss = terms[0][1](parts[0], EVERY_ROW) + terms[1][1](parts[1], EVERY_ROW)
         for (_, term), part_logits in zip(terms[2:], parts[2:]):
-            loss = loss + term(part_logits)
+            loss = loss + term(part_logits, EVERY_ROW)
         bad_rows = slice(len(x_clean), len(x_clean) + len(x_bad))
         loss = self._with_probe_terms(loss, {k: v[bad_rows] for k, v in captured.items()}, y_bad)
         loss.backward()
@@ -340,14 +370,20 @@ class MaskedTrainer:
     def _step_by_part(
         self, terms: list[tuple[torch.Tensor, Term]], y_bad: torch.Tensor
     ) -> torch.Tensor:
+        chunk = max(self.sizes.gradient, self.settings.training.batch_size)
         total = torch.zeros((), device=self.device)
         for index, (x, term) in enumerate(terms):
-            logits, captured = self._forward(x) if index == 1 else (self.view(x), {})
-            loss = term(logits)
-            if index == 1:  # the bad samples: the probe terms read their activations
-                loss = self._with_probe_terms(loss, captured, y_bad)
-            loss.backward()
-            total = total + loss.detach()
+            for start in range(0, len(x), chunk):
+                rows = slice(start, start + chunk) if len(x) > chunk else EVERY_ROW
+                part = x[rows]
+                logits, captured = self._forward(part) if index == 1 else (self.view(part), {})
+                loss = term(logits, rows)
+                if index == 1:  # the bad samples: the probe terms read their activations
+                    loss = self._with_probe_terms(loss, captured, y_bad[rows])
+                if len(x) > chunk:  # a part's loss is the mean over its rows
+                    loss = loss * (len(part) / len(x))
+                loss.backward()
+                total = total + loss.detach()
         return total
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -375,11 +411,15 @@ class MaskedTrainer:
         return self.weights.clean_mixup * distillation(logits, teacher_logits)
 
     def _mixed_term(
-        self, logits: torch.Tensor, y: torch.Tensor, share: torch.Tensor, partner: torch.Tensor
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        share: torch.Tensor,
+        y_partner: torch.Tensor,
     ) -> torch.Tensor:
         mixed = share * F.cross_entropy(logits, y, reduction="none") + (
             1 - share
-        ) * F.cross_entropy(logits, y[partner], reduction="none")
+        ) * F.cross_entropy(logits, y_partner, reduction="none")
         return self.weights.bad_mixup * mixed.mean()
 
     def _with_probe_terms(

@@ -1,6 +1,9 @@
-"""A batch too large for the memory budget goes through the view part by part, same loss."""
+"""Mini-batches: a batch too large for the memory budget goes through the view part by part
+(same loss), and a backdoor's target-class rows join every batch."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -67,3 +70,54 @@ def test_without_pristine_weights_the_teacher_shares_nothing() -> None:
     assert trainer.teacher is not None
     for name, parameter in view.onnx_parameters():
         assert trainer.teacher.parameter(name) is not parameter
+
+
+def batch_labels(target_fraction: float, target_label: int | None) -> list[np.ndarray]:
+    proto, _ = dense_sequence_model()
+    view = OnnxModel(proto).torch_view()
+    rng = np.random.default_rng(0)
+    clean = Dataset(rng.normal(size=(40, 4, 5)).astype(np.float32), np.arange(40) % 4, "c")
+    bad = BadSamples(Dataset(clean.x[:6] + 1, clean.y[:6], "b"), target_label=target_label)
+    training = replace(RepairSettings().training, batch_size=8, target_fraction=target_fraction)
+    source = BatchSource(view, clean, bad, training, 0)
+    return [yc.numpy() for _, yc, _, _, _ in source.epoch(torch.Generator().manual_seed(0), view)]
+
+
+def test_target_rows_join_every_batch_and_the_epoch_still_walks_the_data_once() -> None:
+    plain = batch_labels(0.0, target_label=2)
+    with_target = batch_labels(0.5, target_label=2)
+    assert [len(y) for y in plain] == [8] * 5
+    assert [len(y) for y in with_target] == [12] * 5
+    for before, after in zip(plain, with_target):
+        np.testing.assert_array_equal(after[:8], before)
+        np.testing.assert_array_equal(after[8:], 2)
+
+
+def test_without_a_target_label_no_rows_are_added() -> None:
+    assert [len(y) for y in batch_labels(0.5, target_label=None)] == [8] * 5
+
+
+def test_a_part_longer_than_the_training_batch_goes_in_chunks_with_the_same_loss() -> None:
+    def one_step(sizes: BatchSizes) -> tuple[float, np.ndarray]:
+        proto, _ = dense_sequence_model()
+        model = OnnxModel(proto)
+        view = model.torch_view()
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(24, 4, 5)).astype(np.float32)
+        clean = Dataset(x, np.arange(24) % 3, "c")
+        bad = BadSamples(Dataset(x[:6] + 1, (np.arange(6) % 2) + 1, "b"), target_label=0)
+        training = replace(RepairSettings().training, batch_size=4, target_fraction=1.0)
+        settings = RepairSettings(
+            training=training, loss=LossWeights(clean_mixup=1.0, bad_mixup=1.0)
+        )
+        masks = {"w2": np.ones((28, 3), bool)}
+        trainer = MaskedTrainer(model, view, masks, [], settings, sizes=sizes)
+        source = BatchSource(view, clean, bad, training, 0, sizes)
+        batch = next(source.epoch(torch.Generator().manual_seed(0), view))
+        assert len(batch[0]) == 8  # 4 clean rows and 4 of the target class: two chunks
+        return float(trainer._step(*batch)), view.parameter("w2").grad.numpy().copy()
+
+    whole_loss, whole_grad = one_step(BatchSizes())
+    chunked_loss, chunked_grad = one_step(BatchSizes(gradient=1))
+    assert np.isclose(chunked_loss, whole_loss, rtol=1e-6)
+    np.testing.assert_allclose(chunked_grad, whole_grad, rtol=1e-5, atol=1e-7)
