@@ -125,10 +125,9 @@ def run(
     """One repair of one model, with its eval figures and both verdicts."""
     kind = zoo.entry.scenario
     settings = settings_for(kind, method=method)
-    training = settings.training
     if target_fraction is not None:
-        training = replace(training, target_fraction=target_fraction)
-    settings = replace(settings, training=training)
+        training = replace(settings.training, target_fraction=target_fraction)
+        settings = replace(settings, training=training)
     model = load_checked(zoo.model_path)
     source = source_for(zoo, clean_only)
     evaluation = EvaluationSet(

@@ -173,7 +173,8 @@ class BatchSource:
         self.y_clean = torch.from_numpy(clean.y.astype(np.int64))
         self.original_logits = self._logits(view) if keep_logits else None
         self.target_batch = round(training.batch_size * training.target_fraction)
-        protect = self.target_batch and bad.target_label is not None and not bad.follows_weights
+        protect = bool(self.target_batch) and bad.target_label is not None
+        protect = protect and not bad.follows_weights
         self.target_rows = torch.from_numpy(
             np.flatnonzero(clean.y == bad.target_label) if protect else np.zeros(0, np.int64)
         )
@@ -201,8 +202,7 @@ class BatchSource:
         for index, start in enumerate(range(0, len(order), self.batch_size)):
             rows = order[start : start + self.batch_size]
             if len(target_order):
-                window = torch.arange(index * self.target_batch, (index + 1) * self.target_batch)
-                rows = torch.cat([rows, target_order[window % len(target_order)]])
+                rows = torch.cat([rows, cycled(target_order, index, self.target_batch)])
             xc, yc = self.x_clean[rows], self.y_clean[rows]
             if self.bad.follows_weights:
                 seed = int(self.rng.integers(1 << 31))
@@ -211,12 +211,17 @@ class BatchSource:
                 )
                 xb, yb = as_torch(made), yc
             else:
-                window = torch.arange(index * self.bad_batch, (index + 1) * self.bad_batch)
-                pick = bad_order[window % len(bad_order)]
+                pick = cycled(bad_order, index, self.bad_batch)
                 xb, yb = self.x_bad[pick], self.y_bad[pick]
             logits = None if self.original_logits is None else self.original_logits[rows]
             device = self.device
             yield xc.to(device), yc.to(device), logits, xb.to(device), yb.to(device)
+
+
+def cycled(order: torch.Tensor, index: int, count: int) -> torch.Tensor:
+    """Batch `index`'s `count` entries of `order`, which repeats as often as the batches need."""
+    window = torch.arange(index * count, (index + 1) * count)
+    return order[window % len(order)]
 
 
 def teacher_view(model: OnnxModel, student: TorchView, shared: set[str]) -> TorchView:
@@ -373,14 +378,15 @@ class MaskedTrainer:
         chunk = max(self.sizes.gradient, self.settings.training.batch_size)
         total = torch.zeros((), device=self.device)
         for index, (x, term) in enumerate(terms):
+            split = len(x) > chunk
             for start in range(0, len(x), chunk):
-                rows = slice(start, start + chunk) if len(x) > chunk else EVERY_ROW
+                rows = slice(start, start + chunk) if split else EVERY_ROW
                 part = x[rows]
                 logits, captured = self._forward(part) if index == 1 else (self.view(part), {})
                 loss = term(logits, rows)
                 if index == 1:  # the bad samples: the probe terms read their activations
                     loss = self._with_probe_terms(loss, captured, y_bad[rows])
-                if len(x) > chunk:  # a part's loss is the mean over its rows
+                if split:  # a part's loss is the mean over its rows
                     loss = loss * (len(part) / len(x))
                 loss.backward()
                 total = total + loss.detach()
