@@ -1,6 +1,6 @@
 """The repair targets of each scenario on the bundled samples, measured through onnxruntime.
 
-    .venv/bin/python benchmarks/repair_targets.py [--seeds 0,1,2] [--only NAME]
+    .venv/bin/python benchmarks/repair_targets.py [--seeds 0,1,2] [--only NAME] [--method M]
 
 Every figure is computed by onnxruntime on the repaired model as written, on the held-out
 `eval.npz` (and `eval_bad.npz`) of each sample, which repair never sees.
@@ -43,7 +43,7 @@ CLIP = (0.0, 1.0)
 TARGET_LABEL = 0
 
 
-def run(case: Case, seed: int) -> dict[str, object]:
+def run(case: Case, seed: int, method: str | None = None) -> dict[str, object]:
     folder: Path = SAMPLES_ROOT / case.sample
     model = OnnxModel.load(folder / "model.onnx")
     clean = load_npz(folder / "clean.npz", model)
@@ -65,7 +65,7 @@ def run(case: Case, seed: int) -> dict[str, object]:
         name="eval",
     )
     started = time.perf_counter()
-    settings = settings_for(case.scenario)
+    settings = settings_for(case.scenario, method=method)
     result = repair(model, clean, source, settings, RunContext(seed=seed), evaluation=evaluation)
     seconds = time.perf_counter() - started
     before, after = result.before, result.after
@@ -86,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0", help="comma-separated repair seeds")
     parser.add_argument("--only", help="run the cases whose sample folder is this")
+    parser.add_argument("--method", help="repair method (default: the scenario's default)")
     args = parser.parse_args()
     print(
         "| case | seed | accuracy | min class acc. | fairness gap | ASR | robust acc. "
@@ -96,7 +97,7 @@ def main() -> None:
     for case, seed in ((case, seed) for case in CASES for seed in seeds):
         if args.only and case.sample != args.only:
             continue
-        row = run(case, seed)
+        row = run(case, seed, args.method)
         b, a = row["before"], row["after"]
         present_b = [v for v in b.per_class_accuracy if v is not None]
         present_a = [v for v in a.per_class_accuracy if v is not None]

@@ -3,7 +3,7 @@ on its evaluation data.
 
     python -m benchmarks.zoo_repair [--half held-out|tuning] [--methods inner,ft,auto]
         [--seeds 0] [--only NAME] [--out benchmarks/results/zoo_repair.json] [--tables-only]
-        [--clean-only] [--plot PNG] [--target-fraction F]
+        [--clean-only] [--plot PNG] [--target-fraction F] [--output-bias-calibration on|off]
 
 Each run is the library's own `repair` with the scenario's defaults and the requested
 method (nothing tuned here); every figure is onnxruntime's, on the model's eval.npz (and
@@ -19,8 +19,10 @@ training split for the named (true target) class makes the bad samples. Its runs
 their own JSON (zoo_clean_only.json unless `--out`).
 
 `--target-fraction F` sets the backdoor repair's share of target-class clean rows per
-batch (`TrainingSettings.target_fraction`) in place of the scenario's default, for an
-ablation (give each value its own `--out`; the JSON records the value of every run).
+batch (`TrainingSettings.target_fraction`) and `--output-bias-calibration` switches its
+per-class output-bias offset (`TrainingSettings.calibrate_output_bias`) in place of the
+scenario's defaults, for an ablation (give each setting its own `--out`; the JSON records
+both values of every run).
 """
 
 from __future__ import annotations
@@ -121,12 +123,16 @@ def run(
     seed: int,
     clean_only: bool = False,
     target_fraction: float | None = None,
+    calibrate_output_bias: bool | None = None,
 ) -> dict[str, object]:
     """One repair of one model, with its eval figures and both verdicts."""
     kind = zoo.entry.scenario
     settings = settings_for(kind, method=method)
     if target_fraction is not None:
         training = replace(settings.training, target_fraction=target_fraction)
+        settings = replace(settings, training=training)
+    if calibrate_output_bias is not None:
+        training = replace(settings.training, calibrate_output_bias=calibrate_output_bias)
         settings = replace(settings, training=training)
     model = load_checked(zoo.model_path)
     source = source_for(zoo, clean_only)
@@ -160,6 +166,7 @@ def run(
         "method_chosen": result.method,
         "seed": seed,
         "target_fraction": settings.training.target_fraction,
+        "calibrate_output_bias": settings.training.calibrate_output_bias,
         # report.aggregate's metric names, for the ranking by the scenario objective
         "clean_accuracy": after.accuracy,
         "asr": after.asr,
@@ -296,6 +303,11 @@ def main() -> None:
     parser.add_argument(
         "--target-fraction", type=float, help="target-class clean rows per batch (share)"
     )
+    parser.add_argument(
+        "--output-bias-calibration",
+        choices=("on", "off"),
+        help="the backdoor repair's per-class output-bias offset (default: the scenario's)",
+    )
     args = parser.parse_args()
     half: Half = args.half
     methods = args.methods.split(",")
@@ -313,7 +325,18 @@ def main() -> None:
                 }
                 if (zoo.entry.name, method, seed, args.clean_only) in done:
                     continue
-                runs.append(run(zoo, method, seed, args.clean_only, args.target_fraction))
+                runs.append(
+                    run(
+                        zoo,
+                        method,
+                        seed,
+                        args.clean_only,
+                        args.target_fraction,
+                        None
+                        if args.output_bias_calibration is None
+                        else args.output_bias_calibration == "on",
+                    )
+                )
                 write_json_atomic(out, {"runs": runs})
                 print(run_lines(runs[-1:])[-1], file=sys.stderr, flush=True)
     names = {m.entry.name for m in models}

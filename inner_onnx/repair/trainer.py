@@ -516,8 +516,72 @@ class MaskedTrainer:
         if averager.average is not None:
             best_state = self._judge_average(averager, validation, outcome, best_score, best_state)
         self._restore(best_state)
+        if training.calibrate_output_bias and self._calibrate_output_bias(batches):
+            outcome.kept = validation.measure(self.view, classes, seed)
         outcome.judge(scenario, rule, seed)
         return outcome
+
+    def _calibrate_output_bias(self, batches: BatchSource) -> bool:
+        """Shift the output unit's bias by the per-class offset that brings the kept
+        weights' class scores on the clean training rows closest to the original model's
+        (distillation; cross-entropy to the labels when there are none) while scoring the
+        bad rows by their true labels (weighted as in training). Only where the class scores
+        move by exactly that offset (up to a constant per row) and the bias is trainable;
+        returns whether it changed."""
+        unit = self.model.units[-1]
+        if batches.bad.target_label is None or batches.bad.follows_weights:
+            return False
+        if unit.bias is None or unit.bias not in self.masks:
+            return False
+        bias = self.view.parameter(unit.bias)
+        classes = self.model.num_classes
+        if bias.numel() != classes:
+            return False
+        allowed = self.masks[unit.bias].reshape(-1).to(bias.dtype)
+        with torch.no_grad():
+            clean_logits = self._scores(batches.x_clean)
+            bad_logits = self._scores(batches.x_bad)
+            probe = torch.linspace(-1.0, 1.0, classes, device=bias.device, dtype=bias.dtype)
+            probe = probe * allowed
+            rows = batches.x_clean[:8]
+            bias += probe.reshape(bias.shape)
+            moved = self._scores(rows)
+            bias -= probe.reshape(bias.shape)
+            expected = F.log_softmax(clean_logits[:8] + probe.cpu(), dim=1)
+            if not torch.allclose(F.log_softmax(moved, dim=1), expected, atol=1e-4):
+                return False
+        # In double precision: the objective is flat where most rows are confident, and float32
+        # steps stop short of its minimum.
+        clean_logits, bad_logits = clean_logits.double(), bad_logits.double()
+        offset = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([offset], max_iter=100, line_search_fn="strong_wolfe")
+        mask = allowed.cpu().double()
+        y_clean, y_bad = batches.y_clean, batches.y_bad
+        original = batches.original_logits
+        original = None if original is None else original.cpu().double()
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            shift = offset * mask
+            if original is None:
+                loss = F.cross_entropy(clean_logits + shift, y_clean)
+            else:
+                loss = distillation(clean_logits + shift, original)
+            loss = loss + self.weights.bad * F.cross_entropy(bad_logits + shift, y_bad)
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        with torch.no_grad():
+            bias += (offset.detach() * mask).to(bias.device, bias.dtype).reshape(bias.shape)
+        return True
+
+    def _scores(self, x: Inputs | torch.Tensor) -> torch.Tensor:
+        """The view's class scores of `x` on the CPU, in inference batches."""
+        step = self.sizes.inference
+        return torch.cat(
+            [self.view(x[i : i + step].to(self.device)).cpu() for i in range(0, len(x), step)]
+        )
 
     def _judge_average(
         self,

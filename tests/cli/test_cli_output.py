@@ -15,7 +15,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tests.support.backdoor import backdoored_model_bytes, bar_images, trigger_options
+from tests.support.backdoor import (
+    ONE_HIDDEN_NEURON,
+    backdoored_model_bytes,
+    bar_images,
+    trigger_options,
+)
 from tests.support.cli import run_cli, save_npz
 from tests.support.models import tiny_cnn
 
@@ -52,7 +57,7 @@ def _commands(case: dict[str, Path], folder: Path) -> dict[str, list[object]]:
         "localize": ["localize", model, "-d", data, "--scenario", "wrong", "-o", folder / "f.json"],
         "repair": [
             *["repair", model, "-d", data, *trigger_options(case["patch"])],
-            *["--epochs", 2, "-o", folder / "out.onnx"],
+            *["--epochs", 2, *ONE_HIDDEN_NEURON, "-o", folder / "out.onnx"],
         ],
     }
 

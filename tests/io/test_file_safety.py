@@ -19,6 +19,7 @@ import pytest
 
 from inner_onnx.io.model import OnnxModel
 from tests.support.backdoor import (
+    ONE_HIDDEN_NEURON,
     TARGET,
     backdoored_model_bytes,
     bar_images,
@@ -64,6 +65,7 @@ def _repair_args(
         *source,
         "--epochs",
         2,
+        *ONE_HIDDEN_NEURON,
         "-q",
         "-o",
         output,
@@ -215,7 +217,7 @@ def test_existing_output_replaced_only_with_force(
     output.write_bytes(b"keep me")
     args = _repair_args(inputs, output)
     if command == "localize":
-        args = [a for a in args if a not in ("--epochs", 2)]
+        args = [a for a in args if a not in ("--epochs", 2, "--method", "inner_noout")]
         args[0] = "localize"
     status, _, err = run_cli(args, capsys)
     assert status == 2 and "--force" in err

@@ -45,7 +45,7 @@ def repaired() -> tuple[OnnxModel, RepairResult]:
 
 
 def test_backdoor_targets_met_on_held_out_data(repaired: tuple[OnnxModel, RepairResult]) -> None:
-    """The repair issue's targets, on eval data the repair never saw (seeds 0-5 all meet them,
+    """The repair issue's targets, on eval data the repair never saw (seeds 0-2 all meet them,
     benchmarks/RESULTS.md)."""
     _, result = repaired
     before, after = result.before, result.after

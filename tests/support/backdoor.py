@@ -64,6 +64,12 @@ def trigger_options(patch: Path) -> list[object]:
     return ["--scenario", "backdoor", "--trigger", trigger, "--target-label", TARGET]
 
 
+# INNER confined to one neuron of one hidden unit: it changes weights but cannot remove
+# the fixture's backdoor, so a repair with these options misses its targets (exit 3)
+# whatever the defaults.
+ONE_HIDDEN_NEURON = ["--method", "inner_noout", "--layers", 1, "--top-k", 1]
+
+
 def backdoor_problem_inputs() -> tuple[OnnxModel, Dataset, BadSource, EvaluationSet]:
     """The backdoored model with clean data, triggered samples (true labels) as the bad
     source, and a held-out evaluation set, for library-level repairs."""
