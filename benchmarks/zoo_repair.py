@@ -128,12 +128,12 @@ def run(
     """One repair of one model, with its eval figures and both verdicts."""
     kind = zoo.entry.scenario
     settings = settings_for(kind, method=method)
-    if target_fraction is not None:
-        training = replace(settings.training, target_fraction=target_fraction)
-        settings = replace(settings, training=training)
-    if calibrate_output_bias is not None:
-        training = replace(settings.training, calibrate_output_bias=calibrate_output_bias)
-        settings = replace(settings, training=training)
+    overrides = {
+        "target_fraction": target_fraction,
+        "calibrate_output_bias": calibrate_output_bias,
+    }
+    overrides = {name: value for name, value in overrides.items() if value is not None}
+    settings = replace(settings, training=replace(settings.training, **overrides))
     model = load_checked(zoo.model_path)
     source = source_for(zoo, clean_only)
     evaluation = EvaluationSet(
@@ -310,6 +310,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     half: Half = args.half
+    calibration = {None: None, "on": True, "off": False}[args.output_bias_calibration]
     methods = args.methods.split(",")
     seeds = [int(seed) for seed in args.seeds.split(",")]
     models = [m for m in zoo_models(half) if args.only in (None, m.entry.name)]
@@ -326,16 +327,7 @@ def main() -> None:
                 if (zoo.entry.name, method, seed, args.clean_only) in done:
                     continue
                 runs.append(
-                    run(
-                        zoo,
-                        method,
-                        seed,
-                        args.clean_only,
-                        args.target_fraction,
-                        None
-                        if args.output_bias_calibration is None
-                        else args.output_bias_calibration == "on",
-                    )
+                    run(zoo, method, seed, args.clean_only, args.target_fraction, calibration)
                 )
                 write_json_atomic(out, {"runs": runs})
                 print(run_lines(runs[-1:])[-1], file=sys.stderr, flush=True)

@@ -171,7 +171,9 @@ class BatchSource:
             clean_x = Inputs({view.input_names[0]: clean_x})
         self.x_clean = as_torch(clean_x)
         self.y_clean = torch.from_numpy(clean.y.astype(np.int64))
-        self.original_logits = self._logits(view) if keep_logits else None
+        self.original_logits = (
+            view_logits(view, self.x_clean, sizes.inference) if keep_logits else None
+        )
         self.target_batch = round(training.batch_size * training.target_fraction)
         protect = bool(self.target_batch) and bad.target_label is not None
         protect = protect and not bad.follows_weights
@@ -180,16 +182,6 @@ class BatchSource:
         )
         self.x_bad = as_torch(bad.data.x)
         self.y_bad = torch.from_numpy(bad.data.y.astype(np.int64))
-
-    def _logits(self, view: TorchView) -> torch.Tensor:
-        step = self.sizes.inference
-        with torch.no_grad():
-            return torch.cat(
-                [
-                    view(self.x_clean[i : i + step].to(self.device))
-                    for i in range(0, len(self.x_clean), step)
-                ]
-            )
 
     def epoch(
         self, generator: torch.Generator, forward: Forward
@@ -216,6 +208,13 @@ class BatchSource:
             logits = None if self.original_logits is None else self.original_logits[rows]
             device = self.device
             yield xc.to(device), yc.to(device), logits, xb.to(device), yb.to(device)
+
+
+def view_logits(view: TorchView, x: Inputs | torch.Tensor, step: int) -> torch.Tensor:
+    """The view's logits of `x`, in batches of `step` rows, without gradients, on its device."""
+    device = device_of(view)
+    with torch.no_grad():
+        return torch.cat([view(x[i : i + step].to(device)) for i in range(0, len(x), step)])
 
 
 def cycled(order: torch.Tensor, index: int, count: int) -> torch.Tensor:
@@ -539,13 +538,14 @@ class MaskedTrainer:
             return False
         allowed = self.masks[unit.bias].reshape(-1).to(bias.dtype)
         with torch.no_grad():
-            clean_logits = self._scores(batches.x_clean)
-            bad_logits = self._scores(batches.x_bad)
+            step = self.sizes.inference
+            clean_logits = view_logits(self.view, batches.x_clean, step).cpu()
+            bad_logits = view_logits(self.view, batches.x_bad, step).cpu()
             probe = torch.linspace(-1.0, 1.0, classes, device=bias.device, dtype=bias.dtype)
             probe = probe * allowed
             rows = batches.x_clean[:8]
             bias += probe.reshape(bias.shape)
-            moved = self._scores(rows)
+            moved = view_logits(self.view, rows, step).cpu()
             bias -= probe.reshape(bias.shape)
             expected = F.log_softmax(clean_logits[:8] + probe.cpu(), dim=1)
             if not torch.allclose(F.log_softmax(moved, dim=1), expected, atol=1e-4):
@@ -575,13 +575,6 @@ class MaskedTrainer:
         with torch.no_grad():
             bias += (offset.detach() * mask).to(bias.device, bias.dtype).reshape(bias.shape)
         return True
-
-    def _scores(self, x: Inputs | torch.Tensor) -> torch.Tensor:
-        """The view's class scores of `x` on the CPU, in inference batches."""
-        step = self.sizes.inference
-        return torch.cat(
-            [self.view(x[i : i + step].to(self.device)).cpu() for i in range(0, len(x), step)]
-        )
 
     def _judge_average(
         self,
