@@ -1,4 +1,5 @@
-"""MaxPool by strided maxima (the fast path): the same values and gradients as torch's."""
+"""MaxPool: strided maxima without autograd, torch's function with it; the same values and
+gradients as torch's either way."""
 
 import pytest
 import torch

@@ -204,7 +204,9 @@ def max_pool(
     strides, dilations, begin, end = _pool_geometry(
         x, kernel_shape, strides, dilations, auto_pad, pads
     )
-    if output_count == 1 and not ceil_mode and x.dim() in (3, 4) and not is_batchedtensor(x):
+    needs_grad = torch.is_grad_enabled() and x.requires_grad
+    plain = output_count == 1 and not ceil_mode and x.dim() in (3, 4)
+    if plain and not needs_grad and not is_batchedtensor(x):
         return _window_max(x, kernel_shape, strides, dilations, begin, end)
     if not _torch_pool_padding(begin, end, kernel_shape, dilations):
         if output_count > 1:
@@ -218,10 +220,11 @@ def max_pool(
 
 
 def _window_max(x: Tensor, kernel_shape, strides, dilations, begin, end) -> Tensor:
-    """1-D or 2-D MaxPool (floor mode) as elementwise maxima of strided slices of the input
-    padded with -inf. Torch's NCHW CPU max_pool2d forward takes several times longer than
-    these maxima; the backward is torch's own, from the index of each window's first
-    maximum, as torch's kernel picks it, so the gradients are the same."""
+    """1-D or 2-D MaxPool (floor mode) without autograd, as elementwise maxima of strided
+    slices of the input padded with -inf: torch's NCHW CPU max_pool2d forward takes several
+    times longer (capture, validation and evaluation run here). Under autograd torch's own
+    function keeps the indices its backward needs; a slices version of that was no faster
+    in a training step."""
     if any(begin) or any(end):
         lowest = -math.inf if x.is_floating_point() else torch.iinfo(x.dtype).min
         x = F.pad(x, torch_pad_order(begin, end), value=lowest)
@@ -230,8 +233,6 @@ def _window_max(x: Tensor, kernel_shape, strides, dilations, begin, end) -> Tens
             x.unsqueeze(2), [1, *kernel_shape], [1, *strides], [1, *dilations], [0, 0], [0, 0]
         )
         return plane.squeeze(2)
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _WindowMax.apply(x, tuple(kernel_shape), tuple(strides), tuple(dilations))
     y = None
     for window in _windows(x.shape, kernel_shape, strides, dilations):
         y = x[window] if y is None else torch.maximum(y, x[window])
@@ -239,8 +240,8 @@ def _window_max(x: Tensor, kernel_shape, strides, dilations, begin, end) -> Tens
 
 
 def _windows(shape, kernel_shape, strides, dilations) -> list[tuple[slice, ...]]:
-    """Per offset inside the window, in row-major order: the slice of the input that offset
-    reads at every output position."""
+    """Per offset inside the window: the slice of the input that offset reads at every output
+    position."""
     sizes = [
         (size - (k - 1) * d - 1) // s + 1
         for size, k, s, d in zip(shape[2:], kernel_shape, strides, dilations)
@@ -256,38 +257,6 @@ def _windows(shape, kernel_shape, strides, dilations) -> list[tuple[slice, ...]]
         )
         for offset in itertools.product(*(range(k) for k in kernel_shape))
     ]
-
-
-class _WindowMax(torch.autograd.Function):
-    """2-D window maxima that keep each window's first maximum's index for the backward."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, kernel_shape, strides, dilations) -> Tensor:
-        width = x.shape[3]
-        windows = _windows(x.shape, kernel_shape, strides, dilations)
-        first = windows[0]
-        rows = torch.arange(first[2].start, first[2].stop, first[2].step, device=x.device)
-        cols = torch.arange(first[3].start, first[3].stop, first[3].step, device=x.device)
-        origin = rows[:, None] * width + cols[None, :]
-        y, index = x[first], origin.expand(x.shape[0], x.shape[1], -1, -1)
-        for window in windows[1:]:
-            value = x[window]
-            later = value > y
-            shift = window[2].start * width + window[3].start
-            index = torch.where(later, origin + shift, index)
-            y = torch.maximum(y, value)
-        ctx.save_for_backward(x, index.contiguous())
-        ctx.geometry = (kernel_shape, strides, dilations)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        x, index = ctx.saved_tensors
-        kernel_shape, strides, dilations = ctx.geometry
-        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
-            grad, x, list(kernel_shape), list(strides), [0, 0], list(dilations), False, index
-        )
-        return grad_x, None, None, None
 
 
 def _flat_pool_indices(x: Tensor, index: Tensor, storage_order: int) -> Tensor:
