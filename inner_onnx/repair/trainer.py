@@ -326,10 +326,9 @@ class MaskedTrainer:
         The parts of a batch (clean, bad, then the mixtures) go through the view in one
         call when their backward fits the memory budget (`BatchSizes.gradient`); a model too
         large for that runs them one after the other, each part's backward before the next
-        forward, so only one part's activations are kept at a time, and a part longer than
-        the training batch (the clean part with target-class rows) in chunks of that size
-        (the sums of a part's gradients then come in another order: the same loss, other
-        last bits)."""
+        forward, and a part longer than the budget's batch in chunks of that size, so only
+        one chunk's activations are kept at a time (the sums of a part's gradients then come
+        in another order: the same loss, other last bits)."""
         weights = self.weights
 
         def clean(logits: torch.Tensor, rows: slice) -> torch.Tensor:
@@ -374,7 +373,7 @@ class MaskedTrainer:
     def _step_by_part(
         self, terms: list[tuple[torch.Tensor, Term]], y_bad: torch.Tensor
     ) -> torch.Tensor:
-        chunk = max(self.sizes.gradient, self.settings.training.batch_size)
+        chunk = self.sizes.gradient
         total = torch.zeros((), device=self.device)
         for index, (x, term) in enumerate(terms):
             split = len(x) > chunk

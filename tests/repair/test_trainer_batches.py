@@ -97,8 +97,8 @@ def test_without_a_target_label_no_rows_are_added() -> None:
     assert [len(y) for y in batch_labels(0.5, target_label=None)] == [8] * 5
 
 
-def test_a_part_longer_than_the_training_batch_goes_in_chunks_with_the_same_loss() -> None:
-    def one_step(sizes: BatchSizes) -> tuple[float, np.ndarray]:
+def test_a_part_longer_than_the_budget_goes_in_chunks_with_the_same_loss() -> None:
+    def one_step(sizes: BatchSizes) -> tuple[float, np.ndarray, int]:
         proto, _ = dense_sequence_model()
         model = OnnxModel(proto)
         view = model.torch_view()
@@ -114,10 +114,21 @@ def test_a_part_longer_than_the_training_batch_goes_in_chunks_with_the_same_loss
         trainer = MaskedTrainer(model, view, masks, [], settings, sizes=sizes)
         source = BatchSource(view, clean, bad, training, 0, sizes)
         batch = next(source.epoch(torch.Generator().manual_seed(0), view))
-        assert len(batch[0]) == 8  # 4 clean rows and 4 of the target class: two chunks
-        return float(trainer._step(*batch)), view.parameter("w2").grad.numpy().copy()
+        assert len(batch[0]) == 8  # 4 clean rows and 4 of the target class
+        rows_per_call: list[int] = []
+        forward = view.forward
 
-    whole_loss, whole_grad = one_step(BatchSizes())
-    chunked_loss, chunked_grad = one_step(BatchSizes(gradient=1))
+        def counted(x: torch.Tensor, *args, **kwargs):
+            rows_per_call.append(len(x))
+            return forward(x, *args, **kwargs)
+
+        view.forward = counted
+        loss = float(trainer._step(*batch))
+        return loss, view.parameter("w2").grad.numpy().copy(), max(rows_per_call)
+
+    whole_loss, whole_grad, whole_rows = one_step(BatchSizes())
+    # a budget below the training batch: even the 4 clean rows go in chunks
+    chunked_loss, chunked_grad, chunked_rows = one_step(BatchSizes(gradient=3))
+    assert whole_rows > 8 and chunked_rows == 3
     assert np.isclose(chunked_loss, whole_loss, rtol=1e-6)
     np.testing.assert_allclose(chunked_grad, whole_grad, rtol=1e-5, atol=1e-7)
