@@ -13,8 +13,11 @@ step on α·CE(natural) + (1 − α)·CE(perturbed) and are clipped to [0, 1]. F
 neuron whose mask is at most the threshold is pruned: its BatchNorm scale (or unit weight
 slice) is zeroed, its shift kept, as the reference's `pruning()` does. No fine-tuning.
 
-Deviations: the reference optimizes the masks in train mode (BatchNorm on batch
-statistics); the torch view runs BatchNormalization on its running statistics.
+The masks are optimized as the reference's `mask_train` runs, in train mode: every
+BatchNormalization normalizes by the mini-batch's own statistics (on clean data a channel
+that only the trigger drives is rescaled to unit variance, so its noise shows in the loss);
+the running statistics are left as they are, as the reference prunes the checkpoint it
+loaded, not the model it optimized the masks on.
 """
 
 from __future__ import annotations
@@ -111,6 +114,7 @@ def optimize_masks(
 ) -> list[torch.Tensor]:
     """`mask_train` of optimize_mask_cifar.py, `iterations` mini-batches long."""
     view.requires_grad_(False)
+    view.batch_statistics, view.update_running_statistics = True, False
     masks = [torch.ones(g.neurons, requires_grad=True) for g in groups]
     noise = [torch.zeros(g.neurons, requires_grad=True) for g in groups]
     noise_shift = [torch.zeros(g.neurons, requires_grad=True) for g in groups]

@@ -4,14 +4,19 @@ BatchNormalization has its BatchNorm channels masked instead of its units."""
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 from inner_onnx.context import RunContext
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.measure.evaluation import EvaluationSet
 from inner_onnx.repair.methods import METHODS
-from inner_onnx.repair.methods.anp import ANP_ITERATIONS, Anp, neuron_groups
+from inner_onnx.repair.methods.anp import ANP_ITERATIONS, Anp, neuron_groups, optimize_masks
 from inner_onnx.repair.pipeline import repair, settings_for
 from inner_onnx.repair.problem import RepairProblem
 from inner_onnx.scenarios import BadSource
@@ -64,3 +69,35 @@ def test_batchnorm_channels_are_masked_where_the_model_has_them() -> None:
     assert [(g.scale, g.shift) for g in groups] == [(n.input[1], n.input[2]) for n in batchnorms]
     unit_weights = {u.weight for u in model.units}
     assert not unit_weights & {g.scale for g in groups}
+
+
+def running_means(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    initializers = {init.name: init for init in proto.graph.initializer}
+    return {
+        node.input[3]: numpy_helper.to_array(initializers[node.input[3]])
+        for node in proto.graph.node
+        if node.op_type == "BatchNormalization"
+    }
+
+
+def test_masks_are_learnt_on_batch_statistics_as_the_references_train_mode() -> None:
+    proto = export_torchscript(trained_looking_cnn(), torch.randn(2, 1, 16, 16))
+    shifted = copy.deepcopy(proto)
+    for init in shifted.graph.initializer:
+        if init.name in running_means(proto):
+            moved = numpy_helper.to_array(init) + np.float32(5.0)
+            init.CopyFrom(numpy_helper.from_array(moved, init.name))
+    x = torch.randn(64, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(1))
+    learnt = []
+    for variant in (proto, shifted):
+        model = OnnxModel(variant)
+        view = model.torch_view()
+        learnt.append(optimize_masks(view, neuron_groups(model), x, y, 3, seed=0))
+        kept = running_means(view.write_back())
+        for name, values in running_means(variant).items():
+            np.testing.assert_array_equal(kept[name], values)
+    # running statistics 5 off change nothing: every mini-batch is normalized by its own
+    for masks, masks_shifted in zip(*learnt):
+        assert not torch.equal(masks, torch.ones_like(masks))
+        torch.testing.assert_close(masks, masks_shifted)

@@ -1,0 +1,254 @@
+"""How far pruning can remove a backdoor, with the trigger known: an upper bound for ANP
+(issue 13 asks, for a defence that misses ASR <= 5 %, a measurement of why).
+
+    .venv/bin/python -m benchmarks.pruning_oracle [--zoo NAME,NAME | --folder DIR
+        --target-label T] [--max-pruned 48] [--anp-iterations 2000] [--seed 0] [--json FILE]
+
+ANP's edit is to zero neurons: a BatchNormalization channel's scale, or (no BatchNorm) a
+unit's weight slice, over the neurons `inner_onnx.repair.methods.anp.neuron_groups` names.
+Two orders of pruning those neurons, one at a time:
+
+- the oracle: greedy, each step prunes the neuron whose removal lowers most the ASR plus the
+  clean-accuracy drop on a selection set it may look at (clean.npz and bad.npz, i.e. it
+  knows the trigger, which ANP does not);
+- ANP's: the masks of `optimize_masks` (the reference's 2,000 iterations on clean.npz),
+  smallest first, as `prune_neuron_cifar.py --pruning-by number` walks them.
+
+Both paths are measured on eval.npz / eval_bad.npz, which neither saw, in the torch view;
+the oracle's first model at selection ASR <= 5 % is written back and measured again in
+onnxruntime. If the oracle cannot get there at an accuracy the defence is allowed to lose,
+no pruning defence can on that model; if it can with a few neurons, the perturbation
+signal of ANP is what misses them, and the table says where they sit in ANP's order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.defenses import Case, zoo_case
+from inner_onnx.io.data import Dataset, load_npz
+from inner_onnx.io.fileio import write_json_atomic
+from inner_onnx.io.model import OnnxModel
+from inner_onnx.measure.evaluation import EvaluationSet, evaluate
+from inner_onnx.repair.methods.anp import (
+    ANP_ITERATIONS,
+    ANP_THRESHOLD,
+    NeuronGroup,
+    neuron_groups,
+    optimize_masks,
+    scaled,
+)
+from inner_onnx.runtime import Runner
+from inner_onnx.torchview import TorchView
+
+SELECTION = 500  # images of each kind the oracle looks at
+TARGET_ASR = 0.05  # issue 13's done criterion
+BATCH = 250
+
+
+@dataclass
+class Scorer:
+    """Clean accuracy and ASR of the view with some neurons zeroed, on one pair of sets."""
+
+    view: TorchView
+    groups: list[NeuronGroup]
+    clean: tuple[torch.Tensor, torch.Tensor]
+    bad: tuple[torch.Tensor, torch.Tensor]  # only rows whose true label is not the target
+    target: int
+
+    def predict(self, x: torch.Tensor, keep: list[torch.Tensor]) -> torch.Tensor:
+        overrides = scaled(self.view, self.groups, keep, None)
+        with torch.no_grad():
+            return torch.cat(
+                [
+                    self.view(x[i : i + BATCH], overrides=overrides).argmax(1)
+                    for i in range(0, len(x), BATCH)
+                ]
+            )
+
+    def __call__(self, keep: list[torch.Tensor]) -> tuple[float, float]:
+        accuracy = (self.predict(self.clean[0], keep) == self.clean[1]).float().mean().item()
+        asr = (self.predict(self.bad[0], keep) == self.target).float().mean().item()
+        return accuracy, asr
+
+
+def tensors(
+    data: Dataset, limit: int | None, exclude: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = np.arange(len(data.y)) if exclude is None else np.flatnonzero(data.y != exclude)
+    rows = rows[:limit]
+    return torch.from_numpy(np.asarray(data.x)[rows]), torch.from_numpy(
+        data.y[rows].astype(np.int64)
+    )
+
+
+def neurons(groups: list[NeuronGroup]) -> list[tuple[int, int]]:
+    return [(g, n) for g, group in enumerate(groups) for n in range(group.neurons)]
+
+
+def pruned_keep(groups: list[NeuronGroup], pruned: list[tuple[int, int]]) -> list[torch.Tensor]:
+    keep = [torch.ones(group.neurons) for group in groups]
+    for g, n in pruned:
+        keep[g][n] = 0.0
+    return keep
+
+
+def oracle_order(select: Scorer, max_pruned: int) -> list[tuple[int, int]]:
+    """Greedy: each step the neuron whose removal minimizes ASR + accuracy drop."""
+    base_accuracy, _ = select(pruned_keep(select.groups, []))
+    pruned: list[tuple[int, int]] = []
+    left = neurons(select.groups)
+    while len(pruned) < max_pruned and left:
+        scores = []
+        for candidate in left:
+            accuracy, asr = select(pruned_keep(select.groups, [*pruned, candidate]))
+            scores.append(asr + max(0.0, base_accuracy - accuracy))
+        best = left[int(np.argmin(scores))]
+        pruned.append(best)
+        left.remove(best)
+        _, asr = select(pruned_keep(select.groups, pruned))
+        print(
+            f"  oracle {len(pruned):3d}: group {best[0]} neuron {best[1]}, selection ASR {asr:.3f}",
+            flush=True,
+        )
+        if asr <= TARGET_ASR:
+            break
+    return pruned
+
+
+def path(scorer: Scorer, order: list[tuple[int, int]]) -> list[dict[str, float]]:
+    steps = []
+    for k in range(len(order) + 1):
+        accuracy, asr = scorer(pruned_keep(scorer.groups, order[:k]))
+        steps.append({"pruned": k, "accuracy": accuracy, "asr": asr})
+    return steps
+
+
+def onnx_check(
+    model: OnnxModel, groups: list[NeuronGroup], pruned: list[tuple[int, int]], case: Case
+) -> dict[str, float]:
+    view = model.torch_view(frozen=True)
+    keep = pruned_keep(groups, pruned)
+    with torch.no_grad():
+        for name, value in scaled(view, groups, keep, None).items():
+            view.parameter(name).copy_(value)
+    evaluation = EvaluationSet(
+        load_npz(case.folder / "eval.npz", model),
+        load_npz(case.folder / "eval_bad.npz", model),
+        case.target,
+    )
+    metrics = evaluate(Runner(model.with_proto(view.write_back()), "cpu"), evaluation)
+    return {"accuracy": float(metrics.accuracy), "asr": float(metrics.asr)}
+
+
+def measure(case: Case, max_pruned: int, anp_iterations: int, seed: int) -> dict[str, object]:
+    torch.manual_seed(seed)
+    model = OnnxModel.load(case.folder / "model.onnx")
+    groups = neuron_groups(model)
+    view = model.torch_view(frozen=True)
+    clean, bad = (
+        load_npz(case.folder / "clean.npz", model),
+        load_npz(case.folder / "bad.npz", model),
+    )
+    select = Scorer(
+        view, groups, tensors(clean, SELECTION), tensors(bad, SELECTION, case.target), case.target
+    )
+    held = Scorer(
+        view,
+        groups,
+        tensors(load_npz(case.folder / "eval.npz", model), None),
+        tensors(load_npz(case.folder / "eval_bad.npz", model), None, case.target),
+        case.target,
+    )
+    print(f"{case.name}: {len(neurons(groups))} neurons in {len(groups)} groups", flush=True)
+    started = time.perf_counter()
+    oracle = oracle_order(select, max_pruned)
+    oracle_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    masks = optimize_masks(
+        model.torch_view(),
+        groups,
+        torch.from_numpy(np.asarray(clean.x)),
+        torch.from_numpy(clean.y.astype(np.int64)),
+        anp_iterations,
+        seed,
+    )
+    anp_seconds = time.perf_counter() - started
+    flat = torch.cat(masks)
+    index = neurons(groups)
+    anp = [index[i] for i in torch.argsort(flat, stable=True)[: len(oracle)].tolist()]
+    rank = {
+        neuron: r
+        for r, neuron in enumerate(index[i] for i in torch.argsort(flat, stable=True).tolist())
+    }
+    reached = select(pruned_keep(groups, oracle))[1] <= TARGET_ASR
+    return {
+        "model": case.name,
+        "neurons": len(index),
+        "groups": "BatchNormalization" if model.op_types().count("BatchNormalization") else "units",
+        "seed": seed,
+        "anp_iterations": anp_iterations,
+        "anp_below_threshold": int((flat <= ANP_THRESHOLD).sum()),
+        "oracle_reached_target_on_selection": reached,
+        "oracle": path(held, oracle),
+        "oracle_onnx": onnx_check(model, groups, oracle, case) if reached else None,
+        "oracle_neurons_anp_rank": [rank[n] for n in oracle],
+        "oracle_neurons_anp_mask": [float(masks[g][n]) for g, n in oracle],
+        "anp_order": path(held, anp),
+        "seconds": {"oracle": oracle_seconds, "anp_masks": anp_seconds},
+    }
+
+
+def report(result: dict) -> None:
+    print(
+        f"\n{result['model']} ({result['neurons']} neurons, {result['groups']}); ANP masks <= "
+        f"{ANP_THRESHOLD}: {result['anp_below_threshold']}"
+    )
+    print("| pruned | oracle acc | oracle ASR | ANP-order acc | ANP-order ASR |")
+    print("|---|---|---|---|---|")
+    for o, a in zip(result["oracle"], result["anp_order"]):
+        cells = [o["accuracy"], o["asr"], a["accuracy"], a["asr"]]
+        print(f"| {o['pruned']} | " + " | ".join(f"{v:.3f}" for v in cells) + " |")
+    print(
+        f"oracle's neurons: ANP rank {result['oracle_neurons_anp_rank']}, mask "
+        f"{[round(m, 2) for m in result['oracle_neurons_anp_mask']]}"
+    )
+    if result["oracle_onnx"]:
+        print(f"oracle model in onnxruntime: {result['oracle_onnx']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--zoo", default="keras_vgg_fmnist3_checker3_bl", help="zoo models, comma-separated"
+    )
+    parser.add_argument("--folder", type=Path, help="a model folder instead of --zoo")
+    parser.add_argument("--target-label", type=int)
+    parser.add_argument("--max-pruned", type=int, default=48)
+    parser.add_argument("--anp-iterations", type=int, default=ANP_ITERATIONS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.folder is not None:
+        if args.target_label is None:
+            parser.error("--folder needs --target-label")
+        cases = [Case(args.folder.name, args.folder, args.target_label)]
+    else:
+        cases = [zoo_case(name) for name in args.zoo.split(",")]
+    results = []
+    for case in cases:
+        results.append(measure(case, args.max_pruned, args.anp_iterations, args.seed))
+        report(results[-1])
+        if args.json:
+            write_json_atomic(args.json, json.loads(json.dumps(results)))
+
+
+if __name__ == "__main__":
+    main()
