@@ -24,7 +24,6 @@ signal of ANP is what misses them, and the table says where they sit in ANP's or
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from inner_onnx.io.data import Dataset, load_npz
 from inner_onnx.io.fileio import write_json_atomic
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.measure.evaluation import EvaluationSet, evaluate
+from inner_onnx.measure.metrics import accuracy, attack_success_rate
 from inner_onnx.repair.methods.anp import (
     ANP_ITERATIONS,
     ANP_THRESHOLD,
@@ -46,6 +46,7 @@ from inner_onnx.repair.methods.anp import (
     scaled,
 )
 from inner_onnx.runtime import Runner
+from inner_onnx.scenarios.base import predict_labels
 from inner_onnx.torchview import TorchView
 
 SELECTION = 500  # images of each kind the oracle looks at
@@ -59,34 +60,19 @@ class Scorer:
 
     view: TorchView
     groups: list[NeuronGroup]
-    clean: tuple[torch.Tensor, torch.Tensor]
-    bad: tuple[torch.Tensor, torch.Tensor]  # only rows whose true label is not the target
+    clean: Dataset
+    bad: Dataset
     target: int
 
-    def predict(self, x: torch.Tensor, keep: list[torch.Tensor]) -> torch.Tensor:
-        overrides = scaled(self.view, self.groups, keep, None)
-        with torch.no_grad():
-            return torch.cat(
-                [
-                    self.view(x[i : i + BATCH], overrides=overrides).argmax(1)
-                    for i in range(0, len(x), BATCH)
-                ]
-            )
-
     def __call__(self, keep: list[torch.Tensor]) -> tuple[float, float]:
-        accuracy = (self.predict(self.clean[0], keep) == self.clean[1]).float().mean().item()
-        asr = (self.predict(self.bad[0], keep) == self.target).float().mean().item()
-        return accuracy, asr
+        overrides = scaled(self.view, self.groups, keep, None)
 
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return self.view(x, overrides=overrides)
 
-def tensors(
-    data: Dataset, limit: int | None, exclude: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    rows = np.arange(len(data.y)) if exclude is None else np.flatnonzero(data.y != exclude)
-    rows = rows[:limit]
-    return torch.from_numpy(np.asarray(data.x)[rows]), torch.from_numpy(
-        data.y[rows].astype(np.int64)
-    )
+        clean = predict_labels(forward, self.clean.x, BATCH)
+        bad = predict_labels(forward, self.bad.x, BATCH)
+        return accuracy(clean, self.clean.y), attack_success_rate(bad, self.bad.y, self.target)
 
 
 def neurons(groups: list[NeuronGroup]) -> list[tuple[int, int]]:
@@ -100,10 +86,12 @@ def pruned_keep(groups: list[NeuronGroup], pruned: list[tuple[int, int]]) -> lis
     return keep
 
 
-def oracle_order(select: Scorer, max_pruned: int) -> list[tuple[int, int]]:
-    """Greedy: each step the neuron whose removal minimizes ASR + accuracy drop."""
+def oracle_order(select: Scorer, max_pruned: int) -> tuple[list[tuple[int, int]], float]:
+    """Greedy: each step the neuron whose removal minimizes ASR + accuracy drop; the order,
+    and the selection ASR it ends at."""
     base_accuracy, _ = select(pruned_keep(select.groups, []))
     pruned: list[tuple[int, int]] = []
+    asr = 1.0
     left = neurons(select.groups)
     while len(pruned) < max_pruned and left:
         scores = []
@@ -120,7 +108,7 @@ def oracle_order(select: Scorer, max_pruned: int) -> list[tuple[int, int]]:
         )
         if asr <= TARGET_ASR:
             break
-    return pruned
+    return pruned, asr
 
 
 def path(scorer: Scorer, order: list[tuple[int, int]]) -> list[dict[str, float]]:
@@ -132,44 +120,43 @@ def path(scorer: Scorer, order: list[tuple[int, int]]) -> list[dict[str, float]]
 
 
 def onnx_check(
-    model: OnnxModel, groups: list[NeuronGroup], pruned: list[tuple[int, int]], case: Case
+    model: OnnxModel,
+    groups: list[NeuronGroup],
+    pruned: list[tuple[int, int]],
+    evaluation: EvaluationSet,
 ) -> dict[str, float]:
     view = model.torch_view(frozen=True)
     keep = pruned_keep(groups, pruned)
     with torch.no_grad():
         for name, value in scaled(view, groups, keep, None).items():
             view.parameter(name).copy_(value)
-    evaluation = EvaluationSet(
-        load_npz(case.folder / "eval.npz", model),
-        load_npz(case.folder / "eval_bad.npz", model),
-        case.target,
-    )
     metrics = evaluate(Runner(model.with_proto(view.write_back()), "cpu"), evaluation)
     return {"accuracy": float(metrics.accuracy), "asr": float(metrics.asr)}
 
 
 def measure(case: Case, max_pruned: int, anp_iterations: int, seed: int) -> dict[str, object]:
-    torch.manual_seed(seed)
     model = OnnxModel.load(case.folder / "model.onnx")
     groups = neuron_groups(model)
     view = model.torch_view(frozen=True)
-    clean, bad = (
-        load_npz(case.folder / "clean.npz", model),
-        load_npz(case.folder / "bad.npz", model),
-    )
-    select = Scorer(
-        view, groups, tensors(clean, SELECTION), tensors(bad, SELECTION, case.target), case.target
-    )
-    held = Scorer(
-        view,
-        groups,
-        tensors(load_npz(case.folder / "eval.npz", model), None),
-        tensors(load_npz(case.folder / "eval_bad.npz", model), None, case.target),
+    clean = load_npz(case.folder / "clean.npz", model)
+    bad = load_npz(case.folder / "bad.npz", model)
+    evaluation = EvaluationSet(
+        load_npz(case.folder / "eval.npz", model),
+        load_npz(case.folder / "eval_bad.npz", model),
         case.target,
     )
+    eligible = np.flatnonzero(bad.y != case.target)[:SELECTION]
+    select = Scorer(
+        view,
+        groups,
+        clean.subset(np.arange(min(SELECTION, len(clean)))),
+        bad.subset(eligible),
+        case.target,
+    )
+    held = Scorer(view, groups, evaluation.data, evaluation.bad, case.target)
     print(f"{case.name}: {len(neurons(groups))} neurons in {len(groups)} groups", flush=True)
     started = time.perf_counter()
-    oracle = oracle_order(select, max_pruned)
+    oracle, selection_asr = oracle_order(select, max_pruned)
     oracle_seconds = time.perf_counter() - started
     started = time.perf_counter()
     masks = optimize_masks(
@@ -183,25 +170,22 @@ def measure(case: Case, max_pruned: int, anp_iterations: int, seed: int) -> dict
     anp_seconds = time.perf_counter() - started
     flat = torch.cat(masks)
     index = neurons(groups)
-    anp = [index[i] for i in torch.argsort(flat, stable=True)[: len(oracle)].tolist()]
-    rank = {
-        neuron: r
-        for r, neuron in enumerate(index[i] for i in torch.argsort(flat, stable=True).tolist())
-    }
-    reached = select(pruned_keep(groups, oracle))[1] <= TARGET_ASR
+    anp_order = [index[i] for i in torch.argsort(flat, stable=True).tolist()]
+    rank = {neuron: r for r, neuron in enumerate(anp_order)}
+    reached = selection_asr <= TARGET_ASR
     return {
         "model": case.name,
         "neurons": len(index),
-        "groups": "BatchNormalization" if model.op_types().count("BatchNormalization") else "units",
+        "groups": "BatchNormalization" if "BatchNormalization" in model.op_types() else "units",
         "seed": seed,
         "anp_iterations": anp_iterations,
         "anp_below_threshold": int((flat <= ANP_THRESHOLD).sum()),
         "oracle_reached_target_on_selection": reached,
         "oracle": path(held, oracle),
-        "oracle_onnx": onnx_check(model, groups, oracle, case) if reached else None,
+        "oracle_onnx": onnx_check(model, groups, oracle, evaluation) if reached else None,
         "oracle_neurons_anp_rank": [rank[n] for n in oracle],
         "oracle_neurons_anp_mask": [float(masks[g][n]) for g, n in oracle],
-        "anp_order": path(held, anp),
+        "anp_order": path(held, anp_order[: len(oracle)]),
         "seconds": {"oracle": oracle_seconds, "anp_masks": anp_seconds},
     }
 
@@ -247,7 +231,7 @@ def main() -> None:
         results.append(measure(case, args.max_pruned, args.anp_iterations, args.seed))
         report(results[-1])
         if args.json:
-            write_json_atomic(args.json, json.loads(json.dumps(results)))
+            write_json_atomic(args.json, results)
 
 
 if __name__ == "__main__":

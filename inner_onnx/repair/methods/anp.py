@@ -114,6 +114,7 @@ def optimize_masks(
 ) -> list[torch.Tensor]:
     """`mask_train` of optimize_mask_cifar.py, `iterations` mini-batches long."""
     view.requires_grad_(False)
+    modes = view.batch_statistics, view.update_running_statistics
     view.batch_statistics, view.update_running_statistics = True, False
     masks = [torch.ones(g.neurons, requires_grad=True) for g in groups]
     noise = [torch.zeros(g.neurons, requires_grad=True) for g in groups]
@@ -125,9 +126,7 @@ def optimize_masks(
         scale = [m + n for m, n in zip(masks, noise)]
         return F.cross_entropy(view(x, overrides=scaled(view, groups, scale, shift)), y)
 
-    for _ in range(iterations):
-        rows = torch.randint(len(x_all), (ANP_BATCH,), generator=generator)
-        x, y = x_all[rows], y_all[rows]
+    def mask_step(x: torch.Tensor, y: torch.Tensor) -> None:
         with torch.no_grad():  # reset(rand_init=True)
             for values in (*noise, *noise_shift):
                 values.uniform_(-ANP_EPS, ANP_EPS, generator=generator)
@@ -145,6 +144,13 @@ def optimize_masks(
         with torch.no_grad():  # clip_mask
             for mask in masks:
                 mask.clamp_(0.0, 1.0)
+
+    try:
+        for _ in range(iterations):
+            rows = torch.randint(len(x_all), (ANP_BATCH,), generator=generator)
+            mask_step(x_all[rows], y_all[rows])
+    finally:
+        view.batch_statistics, view.update_running_statistics = modes
     return [m.detach() for m in masks]
 
 

@@ -94,6 +94,7 @@ def test_masks_are_learnt_on_batch_statistics_as_the_references_train_mode() -> 
         model = OnnxModel(variant)
         view = model.torch_view()
         learnt.append(optimize_masks(view, neuron_groups(model), x, y, 3, seed=0))
+        assert not view.batch_statistics and view.update_running_statistics  # modes restored
         kept = running_means(view.write_back())
         for name, values in running_means(variant).items():
             np.testing.assert_array_equal(kept[name], values)
