@@ -2,7 +2,8 @@
 (issue 13 asks, for a defence that misses ASR <= 5 %, a measurement of why).
 
     .venv/bin/python -m benchmarks.pruning_oracle [--zoo NAME,NAME | --folder DIR
-        --target-label T] [--max-pruned 48] [--anp-iterations 2000] [--seed 0] [--json FILE]
+        --target-label T] [--max-pruned 48] [--anp-iterations 2000] [--seed 0]
+        [--ft-sam] [--json FILE]
 
 ANP's edit is to zero neurons: a BatchNormalization channel's scale, or (no BatchNorm) a
 unit's weight slice, over the neurons `inner_onnx.repair.methods.anp.neuron_groups` names.
@@ -19,6 +20,13 @@ the oracle's first model at selection ASR <= 5 % is written back and measured ag
 onnxruntime. If the oracle cannot get there at an accuracy the defence is allowed to lose,
 no pruning defence can on that model; if it can with a few neurons, the perturbation
 signal of ANP is what misses them, and the table says where they sit in ANP's order.
+
+`--ft-sam` also tests FT-SAM's premise on the oracle's neurons. FT-SAM (Zhu et al., ICCV
+2023, Sec. 3) rests on backdoor neurons having larger weight norms, which its adaptive ball
+(ρ·|w|) shakes hardest. Reported: where the oracle's neurons rank by |scale| and by the norm
+of the filter feeding them (largest first), then one FT-SAM repair (`ft_sam`, clean.npz
+only, the reference recipe) and how far it moved each oracle neuron's scale against the
+median neuron, with its eval ASR.
 """
 
 from __future__ import annotations
@@ -29,9 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
+from onnx import numpy_helper
 
-from benchmarks.defenses import Case, zoo_case
+from benchmarks.defenses import KIND, Case, zoo_case
+from inner_onnx.context import RunContext
 from inner_onnx.io.data import Dataset, load_npz
 from inner_onnx.io.fileio import write_json_atomic
 from inner_onnx.io.model import OnnxModel
@@ -45,7 +56,9 @@ from inner_onnx.repair.methods.anp import (
     optimize_masks,
     scaled,
 )
+from inner_onnx.repair.pipeline import repair, settings_for
 from inner_onnx.runtime import Runner
+from inner_onnx.scenarios import BadSource
 from inner_onnx.scenarios.base import predict_labels
 from inner_onnx.torchview import TorchView
 
@@ -134,7 +147,93 @@ def onnx_check(
     return {"accuracy": float(metrics.accuracy), "asr": float(metrics.asr)}
 
 
-def measure(case: Case, max_pruned: int, anp_iterations: int, seed: int) -> dict[str, object]:
+def initializer(proto: onnx.ModelProto, name: str) -> np.ndarray:
+    return next(numpy_helper.to_array(i) for i in proto.graph.initializer if i.name == name)
+
+
+def per_neuron_norm(values: np.ndarray, group: NeuronGroup) -> np.ndarray:
+    """L2 norm of each neuron's slice of a group's scale (|scale| for a BatchNorm channel)."""
+    axis = next((a for a, size in enumerate(group.shape) if size == group.neurons), 0)
+    rows = np.moveaxis(values, axis, 0).reshape(group.neurons, -1)
+    return np.linalg.norm(rows, axis=1)
+
+
+def neuron_norms(proto: onnx.ModelProto, groups: list[NeuronGroup]) -> dict[str, np.ndarray]:
+    """Per neuron, in `neurons(groups)` order: the norm of its scale slice, and the L2 norm
+    of the filter of the Conv feeding its BatchNormalization (NaN where none does)."""
+    producers = {out: node for node in proto.graph.node for out in node.output}
+    bn_input = {
+        node.input[1]: node.input[0]
+        for node in proto.graph.node
+        if node.op_type == "BatchNormalization"
+    }
+    scales, filters = [], []
+    for group in groups:
+        scales.append(per_neuron_norm(initializer(proto, group.scale), group))
+        feeder = producers.get(bn_input.get(group.scale, ""))
+        if feeder is not None and feeder.op_type == "Conv":
+            weight = initializer(proto, feeder.input[1])
+            filters.append(np.linalg.norm(weight.reshape(len(weight), -1), axis=1))
+        else:
+            filters.append(np.full(group.neurons, np.nan))
+    return {"scale": np.concatenate(scales), "filter": np.concatenate(filters)}
+
+
+def ranks_largest_first(values: np.ndarray, picked: list[int]) -> list[int | None]:
+    """Each picked neuron's rank (0 = largest) among the neurons with a value."""
+    order = [i for i in np.argsort(-values, kind="stable").tolist() if not np.isnan(values[i])]
+    where = {neuron: rank for rank, neuron in enumerate(order)}
+    return [where.get(i) for i in picked]
+
+
+def ft_sam_premise(
+    case: Case,
+    model: OnnxModel,
+    groups: list[NeuronGroup],
+    oracle: list[tuple[int, int]],
+    evaluation: EvaluationSet,
+    seed: int,
+    epochs: int | None = None,
+) -> dict[str, object]:
+    """The oracle's neurons' norm ranks, and how far one FT-SAM repair (the reference's epochs
+    unless `epochs`) moves their scales."""
+    index = neurons(groups)
+    picked = [index.index(neuron) for neuron in oracle]
+    norms = neuron_norms(model.proto, groups)
+    clean = load_npz(case.folder / "clean.npz", model)
+    source = BadSource(KIND, bad_path=case.folder / "bad.npz", target_label=case.target)
+    result = repair(
+        model,
+        clean,
+        source,
+        settings_for(KIND, method="ft_sam", epochs=epochs),
+        RunContext(seed=seed),
+        evaluation=evaluation,
+    )
+    moved = np.concatenate(
+        [
+            per_neuron_norm(
+                initializer(result.proto, g.scale) - initializer(model.proto, g.scale), g
+            )
+            / np.maximum(per_neuron_norm(initializer(model.proto, g.scale), g), 1e-12)
+            for g in groups
+        ]
+    )
+    return {
+        "oracle_scale_rank": ranks_largest_first(norms["scale"], picked),
+        "oracle_filter_norm_rank": ranks_largest_first(norms["filter"], picked),
+        "ft_sam_asr": float(result.after.asr),
+        "ft_sam_accuracy": float(result.after.accuracy),
+        "ft_sam_seconds": result.seconds,
+        "oracle_scale_relative_change": [float(moved[i]) for i in picked],
+        "median_scale_relative_change": float(np.median(moved)),
+        "oracle_scale_change_rank": ranks_largest_first(moved, picked),
+    }
+
+
+def measure(
+    case: Case, max_pruned: int, anp_iterations: int, seed: int, with_ft_sam: bool = False
+) -> dict[str, object]:
     model = OnnxModel.load(case.folder / "model.onnx")
     groups = neuron_groups(model)
     view = model.torch_view(frozen=True)
@@ -186,6 +285,10 @@ def measure(case: Case, max_pruned: int, anp_iterations: int, seed: int) -> dict
         "oracle_neurons_anp_rank": [rank[n] for n in oracle],
         "oracle_neurons_anp_mask": [float(masks[g][n]) for g, n in oracle],
         "anp_order": path(held, anp_order[: len(oracle)]),
+        "oracle_neurons": [[groups[g].scale, n] for g, n in oracle],
+        "ft_sam": (
+            ft_sam_premise(case, model, groups, oracle, evaluation, seed) if with_ft_sam else None
+        ),
         "seconds": {"oracle": oracle_seconds, "anp_masks": anp_seconds},
     }
 
@@ -206,6 +309,8 @@ def report(result: dict) -> None:
     )
     if result["oracle_onnx"]:
         print(f"oracle model in onnxruntime: {result['oracle_onnx']}")
+    if result["ft_sam"]:
+        print(f"FT-SAM's premise on the oracle's neurons: {result['ft_sam']}")
 
 
 def main() -> None:
@@ -218,6 +323,7 @@ def main() -> None:
     parser.add_argument("--max-pruned", type=int, default=48)
     parser.add_argument("--anp-iterations", type=int, default=ANP_ITERATIONS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ft-sam", action="store_true", help="also test FT-SAM's premise")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.folder is not None:
@@ -228,7 +334,7 @@ def main() -> None:
         cases = [zoo_case(name) for name in args.zoo.split(",")]
     results = []
     for case in cases:
-        results.append(measure(case, args.max_pruned, args.anp_iterations, args.seed))
+        results.append(measure(case, args.max_pruned, args.anp_iterations, args.seed, args.ft_sam))
         report(results[-1])
         if args.json:
             write_json_atomic(args.json, results)

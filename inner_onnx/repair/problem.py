@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import onnx
 
 from inner_onnx.batching import BatchSizes
 from inner_onnx.context import RunContext
@@ -190,4 +191,32 @@ def all_unit_masks(model: OnnxModel) -> dict[str, np.ndarray]:
         for name in (unit.weight, unit.bias):
             if name is not None:
                 masks[name] = np.ones(tuple(model.initializers[name].dims), dtype=bool)
+    return masks
+
+
+def batch_norm_affine(model: OnnxModel) -> list[tuple[str, str]]:
+    """Each BatchNormalization's (scale, bias) initializers, where both are float initializers:
+    the values torch holds as a BatchNorm layer's `weight` and `bias` parameters (its running
+    mean and variance are buffers)."""
+    floats = {
+        name
+        for name, init in model.initializers.items()
+        if init.data_type == onnx.TensorProto.FLOAT
+    }
+    return [
+        (node.input[1], node.input[2])
+        for node in model.proto.graph.node
+        if node.op_type == "BatchNormalization"
+        and node.input[1] in floats
+        and node.input[2] in floats
+    ]
+
+
+def torch_parameter_masks(model: OnnxModel) -> dict[str, np.ndarray]:
+    """Every value a torch module's `parameters()` would hold: the units' weights and biases
+    and the BatchNormalization scales and biases (what reference code fine-tunes)."""
+    masks = all_unit_masks(model)
+    for pair in batch_norm_affine(model):
+        for name in pair:
+            masks[name] = np.ones(tuple(model.initializers[name].dims), dtype=bool)
     return masks

@@ -26,14 +26,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import onnx
 import torch
 import torch.nn.functional as F
 
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.repair.methods.base import MethodPlan, RepairMethod, register
 from inner_onnx.repair.methods.masks import channel_shape
-from inner_onnx.repair.problem import RepairProblem
+from inner_onnx.repair.problem import RepairProblem, batch_norm_affine
 from inner_onnx.torchview import TorchView
 
 # optimize_mask_cifar.py argument defaults (line numbers of the reference file):
@@ -66,17 +65,9 @@ class NeuronGroup:
 def neuron_groups(model: OnnxModel) -> list[NeuronGroup]:
     """The BatchNormalization nodes' scale and shift, or (no BatchNorm) every unit but the
     classifier."""
-    floats = {
-        name
-        for name, init in model.initializers.items()
-        if init.data_type == onnx.TensorProto.FLOAT
-    }
     groups = [
-        NeuronGroup(node.input[1], node.input[2], tuple(model.initializers[node.input[1]].dims))
-        for node in model.proto.graph.node
-        if node.op_type == "BatchNormalization"
-        and node.input[1] in floats
-        and node.input[2] in floats
+        NeuronGroup(scale, shift, tuple(model.initializers[scale].dims))
+        for scale, shift in batch_norm_affine(model)
     ]
     if groups:
         return groups

@@ -8,10 +8,12 @@ The optimizer and schedule are BackdoorBench's (github.com/SCLBD/BackdoorBench,
 annealing over the epochs. The references' data augmentation (random crop and flip of
 CIFAR images) is left out: an ONNX model's input layout and value range are its own.
 
-What trains is every unit's weight and bias (the values `ft` fine-tunes). The references
-train in torch's train mode, and so does this loop: BatchNormalization normalizes by each
-batch's statistics and its running statistics follow the clean data (they are written
-back); its affine values and the other initializers stay as they are.
+What trains is what the references' optimizers get, `model.parameters()`: every unit's
+weight and bias and every BatchNormalization's scale and bias (torch's BatchNorm `weight`
+and `bias`). The references train in torch's train mode, and so does this loop:
+BatchNormalization normalizes by each batch's statistics and its running statistics follow
+the clean data (buffers in torch, not trained; they are written back); the other
+initializers stay as they are.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from inner_onnx.context import as_torch
 from inner_onnx.io.data import Dataset
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.repair.methods.base import MethodPlan
-from inner_onnx.repair.problem import RepairProblem, all_unit_masks
+from inner_onnx.repair.problem import RepairProblem, torch_parameter_masks
 from inner_onnx.torchview import TorchView
 
 # One optimizer step on a batch (x, y); returns the batch loss.
@@ -51,9 +53,10 @@ BACKDOORBENCH_FT = Recipe(batch_size=256, learning_rate=0.01, momentum=0.9, weig
 BACKDOORBENCH_EPOCHS = 100
 
 
-def unit_parameters(model: OnnxModel, view: TorchView) -> list[torch.nn.Parameter]:
-    """The units' weights and biases, made trainable; every other initializer frozen."""
-    names = set(all_unit_masks(model))
+def torch_parameters(model: OnnxModel, view: TorchView) -> list[torch.nn.Parameter]:
+    """What a torch module's `parameters()` would hold (`torch_parameter_masks`), made
+    trainable; every other initializer frozen."""
+    names = set(torch_parameter_masks(model))
     trainable = []
     for name, parameter in view.onnx_parameters():
         parameter.requires_grad_(name in names)
@@ -136,7 +139,7 @@ def fine_tuned_plan(
     """A fresh view fine-tuned on `data` with BACKDOORBENCH_FT for the run's epoch budget
     (the method's reference_epochs unless `--epochs` is given), as a plan."""
     view = problem.fresh_view()
-    parameters = unit_parameters(problem.model, view)
+    parameters = torch_parameters(problem.model, view)
     epochs = problem.settings.training.epochs
     step = make_step(view, parameters)
     train(view, parameters, data, BACKDOORBENCH_FT, epochs, problem.context.seed, step)
@@ -146,4 +149,4 @@ def fine_tuned_plan(
 def trained_plan(model: OnnxModel, view: TorchView) -> MethodPlan:
     """The plan of a method that trained `view` itself: the pipeline writes it back as is."""
     view.requires_grad_(False)
-    return MethodPlan(all_unit_masks(model), view=view, fine_tune=False)
+    return MethodPlan(torch_parameter_masks(model), view=view, fine_tune=False)

@@ -23,8 +23,8 @@ from inner_onnx.repair.methods.clean_training import (
     Step,
     cross_entropy,
     descent_step,
+    torch_parameters,
     train,
-    unit_parameters,
 )
 from inner_onnx.repair.methods.masks import (
     PRUNING_MAX_SHARE,
@@ -32,7 +32,7 @@ from inner_onnx.repair.methods.masks import (
     prune_in_order,
     pruned_masks,
 )
-from inner_onnx.repair.problem import RepairProblem, all_unit_masks
+from inner_onnx.repair.problem import RepairProblem, torch_parameter_masks
 from inner_onnx.torchview import TorchView
 
 
@@ -79,7 +79,7 @@ class FinePruning(RepairMethod):
         model = problem.model
         zeroed = pruned_masks(model, dormant_channels(problem), with_bias=True)
         view = problem.fresh_view()
-        parameters = unit_parameters(model, view)
+        parameters = torch_parameters(model, view)
         step = keeping_zeroed(view, zeroed, descent_step(cross_entropy(view)))
         with torch.no_grad():
             for name, mask in zeroed.items():
@@ -88,4 +88,4 @@ class FinePruning(RepairMethod):
         epochs = problem.settings.training.epochs
         train(view, parameters, problem.train, BACKDOORBENCH_FT, epochs, problem.context.seed, step)
         view.requires_grad_(False)
-        return MethodPlan(all_unit_masks(model), zeroed=zeroed, view=view, fine_tune=False)
+        return MethodPlan(torch_parameter_masks(model), zeroed=zeroed, view=view, fine_tune=False)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from inner_onnx.repair.methods.base import MethodPlan, RepairMethod, register
-from inner_onnx.repair.methods.clean_training import trained_plan, unit_parameters
+from inner_onnx.repair.methods.clean_training import torch_parameters, trained_plan
 from inner_onnx.repair.problem import RepairProblem
 from inner_onnx.torchview import TorchView
 
@@ -83,7 +83,7 @@ def hypergradient(
 
 def unlearn(problem: RepairProblem, rounds: int = IBAU_ROUNDS) -> TorchView:
     view = problem.fresh_view()
-    parameters = unit_parameters(problem.model, view)
+    parameters = torch_parameters(problem.model, view)
     optimizer = torch.optim.Adam(parameters, lr=IBAU_LR)
     x, y = torch.from_numpy(problem.train.x), torch.from_numpy(problem.train.y.astype(np.int64))
     batches = [(x[i : i + IBAU_BATCH], y[i : i + IBAU_BATCH]) for i in range(0, len(x), IBAU_BATCH)]

@@ -28,9 +28,9 @@ from inner_onnx.repair.methods.clean_training import (
     Recipe,
     cross_entropy,
     descent_step,
+    torch_parameters,
     train,
     trained_plan,
-    unit_parameters,
 )
 from inner_onnx.repair.problem import RepairProblem
 from inner_onnx.torchview import TorchView
@@ -81,7 +81,7 @@ def distil(problem: RepairProblem, epochs: int) -> tuple[TorchView, list[float]]
     teacher = problem.fresh_view()
     step = descent_step(cross_entropy(teacher))
     teacher_epochs = min(NAD_TEACHER_EPOCHS, epochs)
-    teacher_parameters = unit_parameters(model, teacher)
+    teacher_parameters = torch_parameters(model, teacher)
     train(teacher, teacher_parameters, problem.train, BACKDOORBENCH_FT, teacher_epochs, seed, step)
     teacher.requires_grad_(False)
     names = attention_names(model)
@@ -96,7 +96,7 @@ def distil(problem: RepairProblem, epochs: int) -> tuple[TorchView, list[float]]
         attention.append(float(distilled.detach()))
         return F.cross_entropy(logits, y) + distilled
 
-    parameters = unit_parameters(model, student)
+    parameters = torch_parameters(model, student)
     history = train(
         student, parameters, problem.train, NAD_RECIPE, epochs, seed, descent_step(loss)
     )

@@ -14,7 +14,7 @@ from inner_onnx.repair.methods.clean_training import (
     BACKDOORBENCH_FT,
     descent_step,
     make_optimizer,
-    unit_parameters,
+    torch_parameters,
 )
 from inner_onnx.repair.methods.ft_sam import sam_step, smooth_cross_entropy
 from inner_onnx.repair.pipeline import settings_for
@@ -30,7 +30,7 @@ def _after_one_step(rho: float | None) -> list[torch.Tensor]:
     settings = settings_for("backdoor", method="ft_sam")
     problem = RepairProblem.prepare(model, clean, source, settings, RunContext(seed=0))
     view = problem.fresh_view()
-    parameters = unit_parameters(model, view)
+    parameters = torch_parameters(model, view)
     loss = smooth_cross_entropy(view)
     step = descent_step(loss) if rho is None else sam_step(view, loss, parameters, rho=rho)
     x = torch.from_numpy(problem.train.x[:64])
@@ -52,7 +52,7 @@ def test_only_the_first_pass_moves_the_running_statistics() -> None:
     x, y = torch.randn(16, 1, 16, 16), torch.arange(16) % 10
     sam_view, forward_view = model.torch_view(), model.torch_view()
     sam_view.batch_statistics = forward_view.batch_statistics = True
-    parameters = unit_parameters(model, sam_view)
+    parameters = torch_parameters(model, sam_view)
     step = sam_step(sam_view, smooth_cross_entropy(sam_view), parameters)
     step(make_optimizer(parameters, BACKDOORBENCH_FT), x, y)
     with torch.no_grad():

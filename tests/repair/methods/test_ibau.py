@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from inner_onnx.context import RunContext
-from inner_onnx.repair.methods.clean_training import unit_parameters
+from inner_onnx.repair.methods.clean_training import torch_parameters
 from inner_onnx.repair.methods.ibau import hypergradient, universal_perturbation
 from inner_onnx.repair.pipeline import settings_for
 from inner_onnx.repair.problem import RepairProblem
@@ -30,7 +30,7 @@ def _problem() -> RepairProblem:
 def test_hypergradient_has_one_finite_gradient_per_parameter() -> None:
     problem = _problem()
     view = problem.fresh_view()
-    parameters = unit_parameters(problem.model, view)
+    parameters = torch_parameters(problem.model, view)
     x = torch.from_numpy(problem.train.x[:100])
     y = torch.from_numpy(problem.train.y[:100].astype(np.int64))
     delta = universal_perturbation(view, [(x, y)])
