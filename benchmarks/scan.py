@@ -12,12 +12,12 @@ nothing the scan computes depends on it.
 
     .venv/bin/python -m benchmarks.scan samples/torch_badnets=0 samples/keras_badnets=0 \
         samples/torch_mnist_clean samples/torch_weak_class [--threads 2] [--json OUT.json]
+        [--triggers DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inner_onnx.io.fileio import write_json_atomic
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.scan import ScanResult, scan
+from inner_onnx.scan.artifacts import write_triggers
 from inner_onnx.scan.neural_cleanse import anomaly_indices
 
 
@@ -49,7 +51,8 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", help="FOLDER or FOLDER=TRUE_TARGET")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--json", type=Path, help="also write every figure here, model by model")
+    parser.add_argument("--triggers", type=Path, help="write each model's reversed triggers here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -92,9 +95,11 @@ def main() -> None:
                 **result.to_dict(),
             }
         )
+        if args.json:
+            write_json_atomic(args.json, records)
+        if args.triggers:
+            write_triggers(args.triggers / folder.name, result)
     print(f"# load average {os.getloadavg()[0]:.1f} at end")
-    if args.json:
-        args.json.write_text(json.dumps(records, indent=1))
 
 
 if __name__ == "__main__":

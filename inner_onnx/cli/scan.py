@@ -52,8 +52,11 @@ def scan(
     ] = None,
     log_norms: Annotated[
         bool,
-        typer.Option("--log-norms", help="Anomaly index on log mask norms (see README)."),
-    ] = False,
+        typer.Option(
+            "--log-norms/--raw-norms",
+            help="Anomaly index on log mask norms (default) or on raw ones, as the reference.",
+        ),
+    ] = True,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
     device: DeviceOpt = "auto",

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inner_onnx.scan.neural_cleanse import anomaly_indices
 from tests.support.cli import run_cli, save_npz
 from tests.support.scan_models import TARGET, bar_images, scan_model_bytes
 
@@ -37,6 +38,20 @@ def test_backdoor_suspected_exits_3_with_triggers_written(
     )
     mask = np.load(out / f"trigger_{TARGET}_mask.npy")
     assert mask.shape == (1, 12, 12) and (out / f"trigger_{TARGET}.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(("flag", "log_norms"), [([], True), (["--raw-norms"], False)])
+def test_anomaly_index_is_on_log_norms_unless_raw_norms_asked(
+    flag: list[str], log_norms: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, data = _files(tmp_path, "patch")
+    options = ["--classes", f"{TARGET},1,2", "--json", "-q", *flag]
+    _, stdout, err = run_cli(["scan", model, "-d", data, *options], capsys)
+    payload = json.loads(stdout)
+    assert payload["settings"]["log_norms"] is log_norms, err
+    norms = [c["mask_l1"] for c in payload["classes"]]
+    indices = [c["anomaly_index"] for c in payload["classes"]]
+    assert indices == pytest.approx(anomaly_indices(norms, log_norms))
 
 
 def test_clean_model_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,10 +27,13 @@ from inner_onnx.repair.methods.clean_training import (
     fine_tuned_plan,
 )
 from inner_onnx.repair.problem import RepairProblem
-from inner_onnx.scan import ReversedTrigger, scan
+from inner_onnx.scan import NeuralCleanseSettings, ReversedTrigger, scan
 
 # BackdoorBench config/defense/nc/config.yaml: ratio of clean samples stamped for unlearning.
 NC_UNLEARNING_RATIO = 0.2
+# The reference's anomaly statistic, on raw mask norms (mad_outlier_detection.py), not the
+# log norms of inner-onnx's own scan.
+NC_REFERENCE_SCAN = NeuralCleanseSettings(log_norms=False)
 
 
 def flagged_trigger(problem: RepairProblem) -> ReversedTrigger | None:
@@ -42,6 +45,7 @@ def flagged_trigger(problem: RepairProblem) -> ReversedTrigger | None:
         data.y,
         model.input.layout,
         model.num_classes,
+        settings=NC_REFERENCE_SCAN,
         seed=problem.context.seed,
         reporter=problem.reporter,
     )
