@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 from onnx import numpy_helper
 
@@ -45,7 +44,7 @@ from benchmarks.defenses import KIND, Case, zoo_case
 from inner_onnx.context import RunContext
 from inner_onnx.io.data import Dataset, load_npz
 from inner_onnx.io.fileio import write_json_atomic
-from inner_onnx.io.model import OnnxModel
+from inner_onnx.io.model import OnnxModel, model_weights
 from inner_onnx.measure.evaluation import EvaluationSet, evaluate
 from inner_onnx.measure.metrics import accuracy, attack_success_rate
 from inner_onnx.repair.methods.anp import (
@@ -147,10 +146,6 @@ def onnx_check(
     return {"accuracy": float(metrics.accuracy), "asr": float(metrics.asr)}
 
 
-def initializer(proto: onnx.ModelProto, name: str) -> np.ndarray:
-    return next(numpy_helper.to_array(i) for i in proto.graph.initializer if i.name == name)
-
-
 def per_neuron_norm(values: np.ndarray, group: NeuronGroup) -> np.ndarray:
     """L2 norm of each neuron's slice of a group's scale (|scale| for a BatchNorm channel)."""
     axis = next((a for a, size in enumerate(group.shape) if size == group.neurons), 0)
@@ -158,21 +153,22 @@ def per_neuron_norm(values: np.ndarray, group: NeuronGroup) -> np.ndarray:
     return np.linalg.norm(rows, axis=1)
 
 
-def neuron_norms(proto: onnx.ModelProto, groups: list[NeuronGroup]) -> dict[str, np.ndarray]:
+def neuron_norms(model: OnnxModel, groups: list[NeuronGroup]) -> dict[str, np.ndarray]:
     """Per neuron, in `neurons(groups)` order: the norm of its scale slice, and the L2 norm
     of the filter of the Conv feeding its BatchNormalization (NaN where none does)."""
-    producers = {out: node for node in proto.graph.node for out in node.output}
+    graph = model.proto.graph
+    producers = {out: node for node in graph.node for out in node.output}
     bn_input = {
-        node.input[1]: node.input[0]
-        for node in proto.graph.node
-        if node.op_type == "BatchNormalization"
+        node.input[1]: node.input[0] for node in graph.node if node.op_type == "BatchNormalization"
     }
     scales, filters = [], []
     for group in groups:
-        scales.append(per_neuron_norm(initializer(proto, group.scale), group))
+        scales.append(
+            per_neuron_norm(numpy_helper.to_array(model.initializers[group.scale]), group)
+        )
         feeder = producers.get(bn_input.get(group.scale, ""))
         if feeder is not None and feeder.op_type == "Conv":
-            weight = initializer(proto, feeder.input[1])
+            weight = numpy_helper.to_array(model.initializers[feeder.input[1]])
             filters.append(np.linalg.norm(weight.reshape(len(weight), -1), axis=1))
         else:
             filters.append(np.full(group.neurons, np.nan))
@@ -191,16 +187,16 @@ def ft_sam_premise(
     model: OnnxModel,
     groups: list[NeuronGroup],
     oracle: list[tuple[int, int]],
+    clean: Dataset,
     evaluation: EvaluationSet,
     seed: int,
     epochs: int | None = None,
 ) -> dict[str, object]:
-    """The oracle's neurons' norm ranks, and how far one FT-SAM repair (the reference's epochs
-    unless `epochs`) moves their scales."""
+    """The oracle's neurons' norm ranks, and how far one FT-SAM repair on `clean` (the
+    reference's epochs unless `epochs`) moves their scales."""
     index = neurons(groups)
     picked = [index.index(neuron) for neuron in oracle]
-    norms = neuron_norms(model.proto, groups)
-    clean = load_npz(case.folder / "clean.npz", model)
+    norms = neuron_norms(model, groups)
     source = BadSource(KIND, bad_path=case.folder / "bad.npz", target_label=case.target)
     result = repair(
         model,
@@ -210,15 +206,13 @@ def ft_sam_premise(
         RunContext(seed=seed),
         evaluation=evaluation,
     )
-    moved = np.concatenate(
-        [
-            per_neuron_norm(
-                initializer(result.proto, g.scale) - initializer(model.proto, g.scale), g
-            )
-            / np.maximum(per_neuron_norm(initializer(model.proto, g.scale), g), 1e-12)
-            for g in groups
-        ]
-    )
+    after = model_weights(result.proto.graph)
+    shifts = [
+        numpy_helper.to_array(after[g.scale]) - numpy_helper.to_array(model.initializers[g.scale])
+        for g in groups
+    ]
+    shift_norms = np.concatenate([per_neuron_norm(d, g) for d, g in zip(shifts, groups)])
+    moved = shift_norms / np.maximum(norms["scale"], 1e-12)
     return {
         "oracle_scale_rank": ranks_largest_first(norms["scale"], picked),
         "oracle_filter_norm_rank": ranks_largest_first(norms["filter"], picked),
@@ -287,7 +281,9 @@ def measure(
         "anp_order": path(held, anp_order[: len(oracle)]),
         "oracle_neurons": [[groups[g].scale, n] for g, n in oracle],
         "ft_sam": (
-            ft_sam_premise(case, model, groups, oracle, evaluation, seed) if with_ft_sam else None
+            ft_sam_premise(case, model, groups, oracle, clean, evaluation, seed)
+            if with_ft_sam
+            else None
         ),
         "seconds": {"oracle": oracle_seconds, "anp_masks": anp_seconds},
     }

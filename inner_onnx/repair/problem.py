@@ -184,14 +184,14 @@ class RepairProblem:
         return given
 
 
+def _every_value(model: OnnxModel, names: list[str]) -> dict[str, np.ndarray]:
+    return {name: np.ones(tuple(model.initializers[name].dims), dtype=bool) for name in names}
+
+
 def all_unit_masks(model: OnnxModel) -> dict[str, np.ndarray]:
     """Every weight and bias value of every unit (plain fine-tuning)."""
-    masks = {}
-    for unit in model.units:
-        for name in (unit.weight, unit.bias):
-            if name is not None:
-                masks[name] = np.ones(tuple(model.initializers[name].dims), dtype=bool)
-    return masks
+    names = [n for unit in model.units for n in (unit.weight, unit.bias) if n is not None]
+    return _every_value(model, names)
 
 
 def batch_norm_affine(model: OnnxModel) -> list[tuple[str, str]]:
@@ -215,8 +215,5 @@ def batch_norm_affine(model: OnnxModel) -> list[tuple[str, str]]:
 def torch_parameter_masks(model: OnnxModel) -> dict[str, np.ndarray]:
     """Every value a torch module's `parameters()` would hold: the units' weights and biases
     and the BatchNormalization scales and biases (what reference code fine-tunes)."""
-    masks = all_unit_masks(model)
-    for pair in batch_norm_affine(model):
-        for name in pair:
-            masks[name] = np.ones(tuple(model.initializers[name].dims), dtype=bool)
-    return masks
+    affine = [name for pair in batch_norm_affine(model) for name in pair]
+    return {**all_unit_masks(model), **_every_value(model, affine)}

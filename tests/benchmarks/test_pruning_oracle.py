@@ -47,7 +47,8 @@ def test_ft_sam_premise_ranks_the_oracle_neurons_and_measures_their_change() -> 
         load_npz(SAMPLE / "eval.npz", model), load_npz(SAMPLE / "eval_bad.npz", model), TARGET
     )
     oracle = [(0, 1), (1, 0)]
-    premise = ft_sam_premise(case, model, groups, oracle, evaluation, seed=0, epochs=1)
+    clean = load_npz(SAMPLE / "clean.npz", model)
+    premise = ft_sam_premise(case, model, groups, oracle, clean, evaluation, seed=0, epochs=1)
     total = sum(group.neurons for group in groups)
     assert all(0 <= rank < total for rank in premise["oracle_scale_rank"])
     assert all(change > 0 for change in premise["oracle_scale_relative_change"])
