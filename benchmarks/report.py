@@ -50,7 +50,9 @@ LABELS = {
     "nc_unlearn": "Neural Cleanse + unlearning",
     "scan": "inner-onnx scan + repair",
     "auto": "auto (the default)",
+    # result files written before the union rule became INNER's default name it so
     "inner_union": "INNER, union fault rule",
+    "inner_top": "INNER, top fault rule",
 }
 METRICS = (
     "clean_accuracy",

@@ -116,7 +116,8 @@ TopKOpt = Annotated[
     int | None,
     typer.Option(
         "--top-k",
-        help="Fault neurons (or weights) kept per unit; default this share of it: "
+        help="Fault neurons (or weights) kept per unit by the top fault rule (implies "
+        "--fault-rule top); without it the top rule keeps this share: "
         + per_scenario(_top_k)
         + ".",
     ),
@@ -138,8 +139,8 @@ FaultRuleOpt = Annotated[
     str | None,
     typer.Option(
         "--fault-rule",
-        help="top: the most-voted neurons or weights per unit (--top-k); union: every one "
-        "with a routing vote (the reference code's rule). Default top.",
+        help="union: every neuron or weight with a routing vote (the reference code's rule); "
+        "top: the most-voted per unit (--top-k). Default union; --top-k alone means top.",
     ),
 ]
 ProbeOpt = Annotated[

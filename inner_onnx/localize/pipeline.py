@@ -36,8 +36,8 @@ class LocalizeSettings:
     probe_holdout: float = 0.2
     # whether the classifier (the last unit) may be selected; the reference never selects it
     select_output_unit: bool = True
-    # a small change is the point of INNER: unless the user sets --top-k, the fault set covers
-    # at most this share of the unit weights (None: no limit)
+    # the top fault rule without --top-k: the fault set covers at most this share of the unit
+    # weights (None: no limit)
     max_weight_fraction: float | None = 0.1
     # what the probes read (PROBES)
     probe: str = "linear"

@@ -109,10 +109,11 @@ class AutoSettings:
     """`--method auto` (repair/auto.py): which candidates, and how long to try them."""
 
     # Chosen on the zoo's tuning half (benchmarks/RESULTS.md, "INNER variants", seed 0):
-    # the union fault rule met every eval target on the same 4 of 8 models as fine-tuning
-    # everything, changing fewer values on three of them (4-33 % against 44-100 %); default
-    # INNER met 2, and INNER's other variants met none that these two missed.
-    candidates: tuple[str, ...] = ("inner_union", "ft")
+    # INNER with the union fault rule (now its default) met every eval target on the same 4 of
+    # 8 models as fine-tuning everything, changing fewer values on three of them (4-33 %
+    # against 44-100 %); INNER with the top cut met 2, and INNER's other variants met none
+    # that these two missed.
+    candidates: tuple[str, ...] = ("inner", "ft")
     # How much less sure (share of bootstrap resamples meeting the targets) a candidate with
     # fewer changeable values may be and still win: about 1.5 Monte Carlo standard errors of
     # the 200-resample share at 0.5, so resampling noise alone does not pick the larger one.
@@ -159,6 +160,8 @@ class RepairSettings:
             localize = replace(localize, probe=probe)
         if granularity is not None or top_k is not None or fault_rule is not None:
             routing: RoutingSettings = localize.routing
+            if fault_rule is None and top_k is not None:
+                fault_rule = "top"  # a count per unit is what the top rule keeps
             localize = replace(
                 localize,
                 routing=replace(

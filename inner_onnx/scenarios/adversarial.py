@@ -37,9 +37,10 @@ class Adversarial(Scenario):
 
     def default_settings(self) -> RepairSettings:
         # Robustness has to be learned, not just unlearned: more of the network must move
-        # (every unit, half of its neurons), with a larger step, the adversarial loss at full
-        # weight and no distillation toward the original, non-robust outputs. Measured on the
-        # bundled MNIST sample: benchmarks/repair_targets.py.
+        # (four units; half of each unit's neurons under --fault-rule top), with a larger step,
+        # the adversarial loss at full weight and no distillation toward the original,
+        # non-robust outputs. Measured on the bundled MNIST sample:
+        # benchmarks/repair_targets.py.
         return RepairSettings(
             training=TrainingSettings(epochs=30, learning_rate=0.02),
             loss=LossWeights(bad=1.0, clean_distillation=0.0),

@@ -11,6 +11,7 @@ from inner_onnx.io.data import Dataset, load_npz
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.io.samples import SAMPLES_ROOT
 from inner_onnx.localize.pipeline import Localization, LocalizeSettings, localize
+from inner_onnx.localize.routing import RoutingSettings
 from inner_onnx.measure.metrics import attack_success_rate
 from inner_onnx.runtime import Runner
 from inner_onnx.torchview import TorchView
@@ -35,7 +36,11 @@ class Localized:
 
     def run(self) -> Localization:
         view = TorchView(self.model.proto, outputs=[self.model.logits_name]).eval()
-        return localize(self.runner, view, self.clean, self.bad, LocalizeSettings(), seed=3)
+        # The top rule: whether the most-voted neurons carry the backdoor, against as many
+        # random ones (the default union rule keeps 16 of 16, 11 of 32 and 6 of 10 neurons of
+        # the PyTorch sample's selected units, so as many random ones do about as much).
+        settings = LocalizeSettings(routing=RoutingSettings(fault_rule="top"))
+        return localize(self.runner, view, self.clean, self.bad, settings, seed=3)
 
     def asr_with_neurons_off(self, neurons: list[tuple[str, int]]) -> float:
         """ASR on held-out triggered data with these neurons' weights and biases zeroed."""

@@ -39,14 +39,17 @@ def repaired() -> tuple[OnnxModel, RepairResult]:
         name="eval",
     )
     source = bad_source("backdoor", bad_path=SAMPLE / "bad.npz", target_label=0)
-    # INNER itself: these tests are about its fault set (the default, auto, may pick another)
-    settings = settings_for("backdoor", method="inner")
+    # INNER with the top fault rule: these tests are about a fault set (the default, auto, may
+    # pick another method), and on this sample the top rule meets the targets on seeds 0-2
+    # where the default union rule drops accuracy by 0.9-1.2 pt (benchmarks/RESULTS.md,
+    # "INNER's fault rule")
+    settings = settings_for("backdoor", method="inner_top")
     return model, repair(model, clean, source, settings, evaluation=evaluation)
 
 
 def test_backdoor_targets_met_on_held_out_data(repaired: tuple[OnnxModel, RepairResult]) -> None:
-    """The repair issue's targets, on eval data the repair never saw (seeds 0-2 all meet them,
-    benchmarks/RESULTS.md)."""
+    """The repair issue's targets, on eval data the repair never saw (seeds 0-2 all meet them
+    with the top rule, benchmarks/RESULTS.md)."""
     _, result = repaired
     before, after = result.before, result.after
     print(f"\nbefore {before.to_dict()}\nafter {after.to_dict()}")

@@ -1,7 +1,8 @@
-"""INNER with one deviation from this project's defaults undone toward the paper's reference
-code (github.com/implicitDeclaration/inner), each measured on its own (issue 12):
-`inner_union` keeps every neuron or weight with at least one routing vote (the reference's
-rule; its top-k cut is commented out), `inner_noout` never selects the classifier unit."""
+"""INNER with one setting changed, each measured on its own (issue 12): `inner_noout` never
+selects the classifier unit, as the paper's reference code (github.com/implicitDeclaration/inner)
+does not; `inner_top` keeps only the most-voted neurons or weights of each unit (a tenth, at
+most a tenth of the unit weights), this project's rule before the reference's union rule
+became INNER's default."""
 
 from __future__ import annotations
 
@@ -19,16 +20,15 @@ def plan_with(problem: RepairProblem, settings: LocalizeSettings) -> MethodPlan:
 
 
 @register
-class InnerUnion(RepairMethod):
-    name = "inner_union"
-    label = "INNER (union fault rule)"
-    summary = "INNER keeping every weight or neuron with a routing vote (reference rule)"
+class InnerTop(RepairMethod):
+    name = "inner_top"
+    label = "INNER (top fault rule)"
+    summary = "INNER keeping only each unit's most-voted weights or neurons (--top-k)"
     uses_faults = True
 
     def plan(self, problem: RepairProblem) -> MethodPlan:
         base = problem.settings.localize
-        union = replace(base.routing, fault_rule="union")
-        return plan_with(problem, replace(base, routing=union, max_weight_fraction=None))
+        return plan_with(problem, replace(base, routing=replace(base.routing, fault_rule="top")))
 
 
 @register

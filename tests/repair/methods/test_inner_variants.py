@@ -1,5 +1,6 @@
-"""The reference-code variants of INNER: the union fault rule keeps every voted weight, and
-the classifier unit can be kept out of layer selection."""
+"""The INNER variants: the union fault rule (INNER's default) keeps every voted weight, the
+top rule only each unit's most-voted ones, and the classifier unit can be kept out of layer
+selection."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import numpy as np
 import pytest
 
 from inner_onnx.context import RunContext
+from inner_onnx.errors import InputError
+from inner_onnx.localize.routing import RoutingSettings
 from inner_onnx.repair.methods import METHODS
 from inner_onnx.repair.pipeline import settings_for
 from inner_onnx.repair.problem import RepairProblem
@@ -18,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def problem() -> RepairProblem:
     model, clean, source, _ = backdoor_problem_inputs()
-    settings = settings_for("backdoor", top_k=2, layers=3)
+    settings = settings_for("backdoor", layers=3)
     return RepairProblem.prepare(model, clean, source, settings, RunContext(seed=0))
 
 
@@ -27,11 +30,18 @@ def _count(masks: dict[str, np.ndarray]) -> int:
 
 
 def test_union_rule_keeps_every_voted_weight(problem: RepairProblem) -> None:
-    top = METHODS["inner"].plan(problem)
-    union = METHODS["inner_union"].plan(problem)
+    union = METHODS["inner"].plan(problem)
+    top = METHODS["inner_top"].plan(problem)
     assert _count(union.masks) > _count(top.masks)
     found = problem.localization()
-    assert found.faults.settings["routing"]["fault_rule"] == "top"
+    assert found.faults.settings["routing"]["fault_rule"] == "union"
+
+
+def test_top_k_alone_means_the_top_rule() -> None:
+    routing = settings_for("backdoor", top_k=3).localize.routing
+    assert (routing.fault_rule, routing.top_k) == ("top", 3)
+    with pytest.raises(InputError, match="--fault-rule top"):
+        RoutingSettings(top_k=3, fault_rule="union")
 
 
 def test_classifier_is_not_selected_without_output(problem: RepairProblem) -> None:
