@@ -50,6 +50,7 @@ LABELS = {
     "nc_unlearn": "Neural Cleanse + unlearning",
     "scan": "inner-onnx scan + repair",
     "auto": "auto (the default)",
+    "inner_majority": "INNER, majority fault rule",
     # result files written before the union rule became INNER's default name it so
     "inner_union": "INNER, union fault rule",
     "inner_top": "INNER, top fault rule",

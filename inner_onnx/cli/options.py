@@ -140,7 +140,8 @@ FaultRuleOpt = Annotated[
     typer.Option(
         "--fault-rule",
         help="union: every neuron or weight with a routing vote (the reference code's rule); "
-        "top: the most-voted per unit (--top-k). Default union; --top-k alone means top.",
+        "majority: those on at least half the routed samples' routes; top: the most-voted "
+        "per unit (--top-k). Default union; --top-k alone means top.",
     ),
 ]
 ProbeOpt = Annotated[

@@ -2,7 +2,8 @@
 selects the classifier unit, as the paper's reference code (github.com/implicitDeclaration/inner)
 does not; `inner_top` keeps only the most-voted neurons or weights of each unit (a tenth, at
 most a tenth of the unit weights), this project's rule before the reference's union rule
-became INNER's default."""
+became INNER's default; `inner_majority` keeps the neurons or weights on the routes of at least
+half the routed bad samples."""
 
 from __future__ import annotations
 
@@ -29,6 +30,19 @@ class InnerTop(RepairMethod):
     def plan(self, problem: RepairProblem) -> MethodPlan:
         base = problem.settings.localize
         return plan_with(problem, replace(base, routing=replace(base.routing, fault_rule="top")))
+
+
+@register
+class InnerMajority(RepairMethod):
+    name = "inner_majority"
+    label = "INNER (majority fault rule)"
+    summary = "INNER keeping the weights or neurons on at least half the bad samples' routes"
+    uses_faults = True
+
+    def plan(self, problem: RepairProblem) -> MethodPlan:
+        base = problem.settings.localize
+        routing = replace(base.routing, fault_rule="majority")
+        return plan_with(problem, replace(base, routing=routing))
 
 
 @register

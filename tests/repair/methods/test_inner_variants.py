@@ -37,6 +37,24 @@ def test_union_rule_keeps_every_voted_weight(problem: RepairProblem) -> None:
     assert found.faults.settings["routing"]["fault_rule"] == "union"
 
 
+def test_majority_rule_keeps_weights_on_half_the_routes() -> None:
+    votes = np.array([0, 1, 4, 5, 9, 10])
+    kept = RoutingSettings(fault_rule="majority").kept(votes, samples=10)
+    assert kept.tolist() == [5, 4, 3]
+    union = RoutingSettings().kept(votes, samples=10)
+    assert union.tolist() == [5, 4, 3, 2, 1]
+    # nobody on half the routes: the most-voted one stays, as under the union rule
+    assert RoutingSettings(fault_rule="majority").kept(votes, samples=30).tolist() == [5]
+
+
+def test_majority_plan_lies_within_the_union(problem: RepairProblem) -> None:
+    union = METHODS["inner"].plan(problem).masks
+    majority = METHODS["inner_majority"].plan(problem).masks
+    assert 0 < _count(majority) <= _count(union)
+    for name, mask in majority.items():
+        assert not (mask & ~union[name]).any()
+
+
 def test_top_k_alone_means_the_top_rule() -> None:
     routing = settings_for("backdoor", top_k=3).localize.routing
     assert (routing.fault_rule, routing.top_k) == ("top", 3)
