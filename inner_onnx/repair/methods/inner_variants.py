@@ -41,7 +41,7 @@ class InnerMajority(RepairMethod):
 
     def plan(self, problem: RepairProblem) -> MethodPlan:
         base = problem.settings.localize
-        routing = replace(base.routing, fault_rule="majority")
+        routing = replace(base.routing, fault_rule="majority", top_k=None)
         return plan_with(problem, replace(base, routing=routing))
 
 
