@@ -20,6 +20,15 @@ def plan_with(problem: RepairProblem, settings: LocalizeSettings) -> MethodPlan:
     return MethodPlan(faults.masks(problem.model), problem.probe_terms(settings))
 
 
+def plan_with_rule(problem: RepairProblem, fault_rule: str) -> MethodPlan:
+    """INNER's plan under another fault rule; a run's --top-k stays only for the top rule (the
+    others count no number per unit)."""
+    base = problem.settings.localize
+    top_k = base.routing.top_k if fault_rule == "top" else None
+    routing = replace(base.routing, fault_rule=fault_rule, top_k=top_k)
+    return plan_with(problem, replace(base, routing=routing))
+
+
 @register
 class InnerTop(RepairMethod):
     name = "inner_top"
@@ -28,8 +37,7 @@ class InnerTop(RepairMethod):
     uses_faults = True
 
     def plan(self, problem: RepairProblem) -> MethodPlan:
-        base = problem.settings.localize
-        return plan_with(problem, replace(base, routing=replace(base.routing, fault_rule="top")))
+        return plan_with_rule(problem, "top")
 
 
 @register
@@ -40,9 +48,7 @@ class InnerMajority(RepairMethod):
     uses_faults = True
 
     def plan(self, problem: RepairProblem) -> MethodPlan:
-        base = problem.settings.localize
-        routing = replace(base.routing, fault_rule="majority", top_k=None)
-        return plan_with(problem, replace(base, routing=routing))
+        return plan_with_rule(problem, "majority")
 
 
 @register
