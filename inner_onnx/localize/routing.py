@@ -104,15 +104,17 @@ def unit_subgraph(model: OnnxModel, unit: Unit) -> tuple[onnx.ModelProto, str]:
         tensor = next(name for name in node.input if name not in model.initializers)
     chain.reverse()
     unit_input = chain[0].input[data_input(unit.op)]
-    # Constant nodes that feed the chain go with it (an exported ReLU6 is a Clip whose
-    # bounds are Constant outputs).
-    constants = {
-        id(producers[name]): producers[name]
-        for node in chain
-        for name in node.input
-        if name in producers and producers[name].op_type == "Constant"
-    }
-    chain = [*constants.values(), *chain]
+    # Nodes that compute the chain's other inputs from weights alone go with it: Constant
+    # nodes (an exported ReLU6 is a Clip whose bounds are Constant outputs) and Identity
+    # aliases of an initializer (the TorchScript exporter keeps one of equal weights, a
+    # freshly initialized BERT's zero biases, and names the others by Identity nodes).
+    feeders: dict[int, onnx.NodeProto] = {}
+    inside = {name for node in chain for name in node.output} | {unit_input}
+    for node in chain:
+        for name in node.input:
+            if name not in inside:
+                _collect_weight_only(name, producers, model.initializers, feeders)
+    chain = [*feeders.values(), *chain]
     used = {name for node in chain for name in node.input}
     # Constant-node weights become initializers here: the chain leaves their nodes out.
     initializers = [
@@ -131,6 +133,27 @@ def unit_subgraph(model: OnnxModel, unit: Unit) -> tuple[onnx.ModelProto, str]:
     sub = helper.make_model(graph, opset_imports=list(model.proto.opset_import))
     sub.ir_version = model.proto.ir_version
     return sub, unit_input
+
+
+def _collect_weight_only(
+    name: str,
+    producers: dict[str, onnx.NodeProto],
+    initializers: dict[str, onnx.TensorProto],
+    found: dict[int, onnx.NodeProto],
+) -> bool:
+    """Whether tensor `name` is computed from weights alone; the nodes computing it are added
+    to `found`, each after those it reads."""
+    if not name or name in initializers:
+        return True
+    node = producers.get(name)
+    if node is None:  # a graph input
+        return False
+    if id(node) in found:
+        return True
+    if all(_collect_weight_only(i, producers, initializers, found) for i in node.input):
+        found[id(node)] = node
+        return True
+    return False
 
 
 def _renamed(tensor: onnx.TensorProto, name: str) -> onnx.TensorProto:

@@ -12,6 +12,12 @@ from inner_onnx.localize.routing import unit_subgraph
 from inner_onnx.torchview import TorchView
 
 
+def _opset17_model(graph: onnx.GraphProto) -> onnx.ModelProto:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
 def relu6_model() -> onnx.ModelProto:
     """Conv then Clip(0, 6) with its bounds from Constant nodes, as torch exports ReLU6."""
     rng = np.random.default_rng(0)
@@ -37,9 +43,7 @@ def relu6_model() -> onnx.ModelProto:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])],
         [weight, fc],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return _opset17_model(graph)
 
 
 def test_constants_feeding_the_activation_go_into_the_subgraph() -> None:
@@ -53,3 +57,39 @@ def test_constants_feeding_the_activation_go_into_the_subgraph() -> None:
         _, captured = model.torch_view()(x, capture=[unit.activation])
     torch.testing.assert_close(got, captured[unit.activation])
     assert float(got.max()) <= 6.0
+
+
+def aliased_bias_model() -> onnx.ModelProto:
+    """A Gemm whose bias is an Identity alias of another layer's bias, as the TorchScript
+    exporter writes equal weights (a fresh BERT's zero biases)."""
+    rng = np.random.default_rng(1)
+    tensors = {
+        "w1": rng.normal(size=(4, 3)).astype(np.float32),
+        "w2": rng.normal(size=(3, 3)).astype(np.float32),
+        "b": rng.normal(size=3).astype(np.float32),
+    }
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["b"], ["b_alias"]),
+            helper.make_node("Gemm", ["x", "w1", "b"], ["h"], name="first"),
+            helper.make_node("Relu", ["h"], ["act"]),
+            helper.make_node("Gemm", ["act", "w2", "b_alias"], ["logits"], name="second"),
+        ],
+        "aliased",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])],
+        [numpy_helper.from_array(value, name) for name, value in tensors.items()],
+    )
+    return _opset17_model(graph)
+
+
+def test_weight_aliases_feeding_the_unit_go_into_the_subgraph() -> None:
+    model = OnnxModel(aliased_bias_model())
+    unit = model.unit("second")
+    sub, unit_input = unit_subgraph(model, unit)
+    assert unit_input == "act"
+    assert [node.op_type for node in sub.graph.node] == ["Identity", "Gemm"]
+    with torch.no_grad():
+        _, captured = model.torch_view()(torch.randn(5, 4), capture=["act", unit.activation])
+        got = TorchView(sub)(captured["act"])
+    torch.testing.assert_close(got, captured[unit.activation])
