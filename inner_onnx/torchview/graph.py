@@ -14,6 +14,17 @@ def graph_inputs(graph: onnx.GraphProto, initializers: dict) -> list[onnx.ValueI
     return [vi for vi in graph.input if vi.name not in initializers]
 
 
+def fixed_batch(inputs: Iterable[onnx.ValueInfoProto]) -> int | None:
+    """The batch size the first shaped input pins on axis 0 (an export without a dynamic batch
+    axis pins the example's, often 1), or None where that axis is free."""
+    for value in inputs:
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            first = dims[0]
+            return first.dim_value if first.HasField("dim_value") and first.dim_value > 0 else None
+    return None
+
+
 def node_names(graph: onnx.GraphProto) -> list[str]:
     """Node names, with `op_index` standing in for empty ones, unique over the graph."""
     names: list[str] = []

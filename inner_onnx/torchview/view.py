@@ -6,6 +6,11 @@ tensors need, in graph order, over a dict of named tensors.
 
 `view.to(device)` moves every initializer and constant; inputs on that device
 give outputs on it, and `write_back()` copies the values back to the host.
+A graph exported with a pinned batch axis (batch 1, say, with shapes such as Reshape's
+[1, 8, 28, 28] written into it) runs any number of samples: they go in groups of the
+pinned size (the last one zero-padded, as onnxruntime gets them) under `torch.func.vmap`, so
+that every op sees the batch the graph was exported for.
+
 Ops that use tensor values as shapes or attributes (Reshape's shape, Slice's
 starts, Resize's sizes ...) read those few integers on the host: on a GPU each
 such read waits for the queued kernels.
@@ -27,6 +32,7 @@ from inner_onnx.torchview import ops  # noqa: F401 (registers the op functions)
 from inner_onnx.torchview.graph import (
     FLOAT_TYPES,
     constant_weights,
+    fixed_batch,
     graph_inputs,
     needed_nodes,
     node_names,
@@ -216,7 +222,9 @@ class TorchView(torch.nn.Module):
         # Float Constant nodes of the model's own graph are weights too (older exporters);
         # those inlined from local functions have no single node to write back into.
         weights = constant_weights(self._proto.graph)
-        self.input_names = [value.name for value in graph_inputs(graph, initializers)]
+        real_inputs = graph_inputs(graph, initializers)
+        self.input_names = [value.name for value in real_inputs]
+        self.fixed_batch = fixed_batch(real_inputs)
         self._steps: list[_Step] = []
         available = set(initializers) | set(self.input_names) | {""}
         for index, (name, node) in enumerate(zip(node_names(graph), graph.node)):
@@ -315,6 +323,25 @@ class TorchView(torch.nn.Module):
                 f"({', '.join(self.input_names)}), got {len(inputs)}"
             )
         capture = tuple(capture)
+        inputs = tuple(torch.as_tensor(value) for value in inputs)
+        count = len(inputs[0]) if inputs and inputs[0].dim() else None
+        if self.fixed_batch is not None and count is not None and count != self.fixed_batch:
+            results, captured = self._run_in_groups(inputs, offsets, capture, overrides, count)
+        else:
+            results, captured = self._run(inputs, offsets, capture, overrides)
+        result = results[0] if len(results) == 1 else results
+        if capture:
+            return result, captured
+        return result
+
+    def _run(
+        self,
+        inputs: tuple[torch.Tensor, ...],
+        offsets: Mapping[str, torch.Tensor],
+        capture: tuple[str, ...],
+        overrides: Mapping[str, torch.Tensor] | None,
+    ) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+        """The requested outputs and the captured tensors of one pass over the plan."""
         plan = self._plan(capture)
         env: dict[str, torch.Tensor] = {
             name: self._parameters[key] for name, key in self._parameter_keys.items()
@@ -326,8 +353,7 @@ class TorchView(torch.nn.Module):
             if unknown:
                 raise InputError(f"override {unknown[0]!r} is not a float initializer")
             env.update(overrides)
-        for name, value in zip(self.input_names, inputs):
-            env[name] = torch.as_tensor(value)
+        env.update(zip(self.input_names, inputs))
         mode = BATCH_STATISTICS.set((self.batch_statistics, self.update_running_statistics))
         try:
             for step in plan:
@@ -336,11 +362,44 @@ class TorchView(torch.nn.Module):
                     env[name] = env[name] + offsets[name]
         finally:
             BATCH_STATISTICS.reset(mode)
-        results = tuple(env[name] for name in self.output_names)
-        result = results[0] if len(results) == 1 else results
-        if capture:
-            return result, {name: env[name] for name in capture}
-        return result
+        return tuple(env[name] for name in self.output_names), {n: env[n] for n in capture}
+
+    def _run_in_groups(
+        self,
+        inputs: tuple[torch.Tensor, ...],
+        offsets: Mapping[str, torch.Tensor],
+        capture: tuple[str, ...],
+        overrides: Mapping[str, torch.Tensor] | None,
+        count: int,
+    ) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+        """`count` samples through a graph that pins its batch axis: groups of the pinned size
+        (the last one zero-padded) under vmap, the padding cut from every result."""
+        size = self.fixed_batch
+        assert size is not None
+        if self.batch_statistics:
+            raise InputError(
+                f"the graph pins its batch axis at {size}: BatchNormalization cannot run on "
+                f"the batch statistics of {count} samples"
+            )
+        groups = -(-count // size)
+
+        def grouped(tensor: torch.Tensor) -> torch.Tensor:
+            padding = groups * size - len(tensor)
+            if padding:
+                tensor = torch.cat([tensor, tensor.new_zeros((padding, *tensor.shape[1:]))])
+            return tensor.reshape(groups, size, *tensor.shape[1:])
+
+        def one_group(group_inputs, group_offsets):
+            return self._run(group_inputs, group_offsets, capture, overrides)
+
+        results, captured = torch.func.vmap(one_group)(
+            tuple(grouped(t) for t in inputs), {n: grouped(t) for n, t in offsets.items()}
+        )
+
+        def ungrouped(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.flatten(0, 1)[:count]
+
+        return tuple(ungrouped(t) for t in results), {n: ungrouped(t) for n, t in captured.items()}
 
     def _offsets(self, batch: TensorInputs) -> dict[str, torch.Tensor]:
         offsets = {n: t for n, t in batch.tensors.items() if n not in self.input_names}
