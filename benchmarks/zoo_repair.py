@@ -124,6 +124,7 @@ def run(
     clean_only: bool = False,
     target_fraction: float | None = None,
     calibrate_output_bias: bool | None = None,
+    bad_weight: float | None = None,
 ) -> dict[str, object]:
     """One repair of one model, with its eval figures and both verdicts."""
     kind = zoo.entry.scenario
@@ -134,6 +135,8 @@ def run(
     }
     overrides = {name: value for name, value in overrides.items() if value is not None}
     settings = replace(settings, training=replace(settings.training, **overrides))
+    if bad_weight is not None:
+        settings = replace(settings, loss=replace(settings.loss, bad=bad_weight))
     model = load_checked(zoo.model_path)
     source = source_for(zoo, clean_only)
     evaluation = EvaluationSet(
@@ -167,6 +170,7 @@ def run(
         "seed": seed,
         "target_fraction": settings.training.target_fraction,
         "calibrate_output_bias": settings.training.calibrate_output_bias,
+        "bad_weight": settings.loss.bad,
         # report.aggregate's metric names, for the ranking by the scenario objective
         "clean_accuracy": after.accuracy,
         "asr": after.asr,
@@ -308,6 +312,10 @@ def main() -> None:
         choices=("on", "off"),
         help="the backdoor repair's per-class output-bias offset (default: the scenario's)",
     )
+    parser.add_argument(
+        "--bad-weight", type=float, help="weight of the bad samples' loss (default: the scenario's)"
+    )
+    parser.add_argument("--scenarios", help="comma-separated: run only these scenarios' models")
     args = parser.parse_args()
     half: Half = args.half
     calibration = {None: None, "on": True, "off": False}[args.output_bias_calibration]
@@ -316,6 +324,8 @@ def main() -> None:
     models = [m for m in zoo_models(half) if args.only in (None, m.entry.name)]
     if args.clean_only:
         models = [m for m in models if m.entry.scenario == "backdoor"]
+    if args.scenarios:
+        models = [m for m in models if m.entry.scenario in args.scenarios.split(",")]
     out = args.out or (CLEAN_ONLY_OUT if args.clean_only else DEFAULT_OUT)
     runs = load_runs(out)
     for zoo in [] if args.tables_only else models:
@@ -327,7 +337,15 @@ def main() -> None:
                 if (zoo.entry.name, method, seed, args.clean_only) in done:
                     continue
                 runs.append(
-                    run(zoo, method, seed, args.clean_only, args.target_fraction, calibration)
+                    run(
+                        zoo,
+                        method,
+                        seed,
+                        args.clean_only,
+                        args.target_fraction,
+                        calibration,
+                        args.bad_weight,
+                    )
                 )
                 write_json_atomic(out, {"runs": runs})
                 print(run_lines(runs[-1:])[-1], file=sys.stderr, flush=True)
