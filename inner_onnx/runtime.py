@@ -31,6 +31,7 @@ from inner_onnx.errors import InputError
 from inner_onnx.io.data import Inputs, check_layout
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.io.units import CONV_OPS, Unit
+from inner_onnx.torchview.graph import fixed_batch, graph_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -295,7 +296,7 @@ class Runner:
     @property
     def fixed_batch(self) -> int | None:
         """The inputs' batch size when the graph pins it (exported with batch 1, say)."""
-        return next((spec.shape[0] for spec in self.model.inputs if spec.shape), None)
+        return fixed_batch(graph_inputs(self.model.proto.graph, self.model.initializers))
 
     def _arrays(self, x: Batch) -> dict[str, np.ndarray]:
         """`x` by model input name, each checked against its input (the batch axis is free:

@@ -25,9 +25,9 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from inner_onnx.errors import InputError
-from inner_onnx.io.outputs import _logits_name, class_output, value_dims
+from inner_onnx.io.outputs import _logits_name, class_output
 from inner_onnx.io.units import Unit, data_input, find_units
-from inner_onnx.torchview.graph import FLOAT_TYPES, constant_weights, graph_inputs
+from inner_onnx.torchview.graph import FLOAT_TYPES, constant_weights, graph_inputs, value_dims
 
 if TYPE_CHECKING:
     import torch

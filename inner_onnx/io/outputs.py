@@ -13,13 +13,7 @@ import re
 import onnx
 
 from inner_onnx.errors import InputError
-from inner_onnx.torchview.graph import FLOAT_TYPES
-
-
-def value_dims(value: onnx.ValueInfoProto) -> tuple[int | None, ...]:
-    dims = value.type.tensor_type.shape.dim
-    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
-
+from inner_onnx.torchview.graph import FLOAT_TYPES, value_dims
 
 # Output names taken as the class scores when several outputs qualify (see `class_output`).
 SCORE_NAMES = frozenset({"logits", "scores", "probabilities"})

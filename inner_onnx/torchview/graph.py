@@ -14,15 +14,16 @@ def graph_inputs(graph: onnx.GraphProto, initializers: dict) -> list[onnx.ValueI
     return [vi for vi in graph.input if vi.name not in initializers]
 
 
+def value_dims(value: onnx.ValueInfoProto) -> tuple[int | None, ...]:
+    """A value's dims, None where a dim is symbolic or unknown."""
+    dims = value.type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
+
+
 def fixed_batch(inputs: Iterable[onnx.ValueInfoProto]) -> int | None:
     """The batch size the first shaped input pins on axis 0 (an export without a dynamic batch
     axis pins the example's, often 1), or None where that axis is free."""
-    for value in inputs:
-        dims = value.type.tensor_type.shape.dim
-        if dims:
-            first = dims[0]
-            return first.dim_value if first.HasField("dim_value") and first.dim_value > 0 else None
-    return None
+    return next((dims[0] for dims in map(value_dims, inputs) if dims), None)
 
 
 def node_names(graph: onnx.GraphProto) -> list[str]:
