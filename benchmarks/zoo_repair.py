@@ -4,6 +4,7 @@ on its evaluation data.
     python -m benchmarks.zoo_repair [--half held-out|tuning] [--methods inner,ft,auto]
         [--seeds 0] [--only NAME] [--out benchmarks/results/zoo_repair.json] [--tables-only]
         [--clean-only] [--plot PNG] [--target-fraction F] [--output-bias-calibration on|off]
+        [--bad-weight W] [--target-mixup W] [--scenarios backdoor,...]
 
 Each run is the library's own `repair` with the scenario's defaults and the requested
 method (nothing tuned here); every figure is onnxruntime's, on the model's eval.npz (and
@@ -18,6 +19,8 @@ the original model included.
 training split for the named (true target) class makes the bad samples. Its runs go to
 their own JSON (zoo_clean_only.json unless `--out`).
 
+`--bad-weight W` and `--target-mixup W` set the weights of the bad samples' loss and of
+the bad + target-class mixtures' loss (`LossWeights.bad`, `LossWeights.target_mixup`).
 `--target-fraction F` sets the backdoor repair's share of target-class clean rows per
 batch (`TrainingSettings.target_fraction`) and `--output-bias-calibration` switches its
 per-class output-bias offset (`TrainingSettings.calibrate_output_bias`) in place of the
@@ -125,6 +128,7 @@ def run(
     target_fraction: float | None = None,
     calibrate_output_bias: bool | None = None,
     bad_weight: float | None = None,
+    target_mixup: float | None = None,
 ) -> dict[str, object]:
     """One repair of one model, with its eval figures and both verdicts."""
     kind = zoo.entry.scenario
@@ -135,8 +139,9 @@ def run(
     }
     overrides = {name: value for name, value in overrides.items() if value is not None}
     settings = replace(settings, training=replace(settings.training, **overrides))
-    if bad_weight is not None:
-        settings = replace(settings, loss=replace(settings.loss, bad=bad_weight))
+    weights = {"bad": bad_weight, "target_mixup": target_mixup}
+    weights = {name: value for name, value in weights.items() if value is not None}
+    settings = replace(settings, loss=replace(settings.loss, **weights))
     model = load_checked(zoo.model_path)
     source = source_for(zoo, clean_only)
     evaluation = EvaluationSet(
@@ -171,6 +176,7 @@ def run(
         "target_fraction": settings.training.target_fraction,
         "calibrate_output_bias": settings.training.calibrate_output_bias,
         "bad_weight": settings.loss.bad,
+        "target_mixup": settings.loss.target_mixup,
         # report.aggregate's metric names, for the ranking by the scenario objective
         "clean_accuracy": after.accuracy,
         "asr": after.asr,
@@ -315,6 +321,11 @@ def main() -> None:
     parser.add_argument(
         "--bad-weight", type=float, help="weight of the bad samples' loss (default: the scenario's)"
     )
+    parser.add_argument(
+        "--target-mixup",
+        type=float,
+        help="weight of the bad + target-class mixtures' loss (default: the scenario's)",
+    )
     parser.add_argument("--scenarios", help="comma-separated: run only these scenarios' models")
     args = parser.parse_args()
     half: Half = args.half
@@ -345,6 +356,7 @@ def main() -> None:
                         args.target_fraction,
                         calibration,
                         args.bad_weight,
+                        args.target_mixup,
                     )
                 )
                 write_json_atomic(out, {"runs": runs})

@@ -84,6 +84,13 @@ class LossWeights:
     clean_mixup: float = 0.0
     # cross-entropy on mixtures of two bad samples with mixed labels; 0 switches it off
     bad_mixup: float = 0.0
+    # Backdoor with a target label: cross-entropy on mixtures of a bad sample and a clean
+    # sample of the target class, labels mixed by the shares. The bad samples carry no
+    # target-class content (a trigger cannot flip those), so alone they teach "trigger: not
+    # the target class", which takes the target class's clean recall down with it; these
+    # mixtures say that the trigger leaves the target class's content its class. 0 switches
+    # it off.
+    target_mixup: float = 0.0
 
 
 @dataclass(frozen=True)

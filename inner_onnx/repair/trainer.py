@@ -240,6 +240,16 @@ def distillation(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Te
     )
 
 
+def mixed_cross_entropy(
+    logits: torch.Tensor, y: torch.Tensor, share: torch.Tensor, y_partner: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy on mixtures toward both labels, each weighted by its share."""
+    mixed = share * F.cross_entropy(logits, y, reduction="none") + (1 - share) * F.cross_entropy(
+        logits, y_partner, reduction="none"
+    )
+    return mixed.mean()
+
+
 def probe_loss(term: ProbeTerm, probe_logits: torch.Tensor, y_bad: torch.Tensor) -> torch.Tensor:
     """DESIGN.md step 4: 0.8·CE toward the true label + 0.2·KD toward the class teacher."""
     kd = (
@@ -304,6 +314,25 @@ class MaskedTrainer:
             else None
         )
         self.mixing = torch.Generator().manual_seed(seed + 1)
+        # the backdoor's target class, set by `fit` from the bad samples (None: no target)
+        self.target_label: int | None = None
+
+    def _target_rows(self, y_clean: torch.Tensor) -> torch.Tensor | None:
+        """The batch's clean rows of the backdoor's target class when the target mixtures are
+        on (None: no such term)."""
+        if not (self.weights.target_mixup and self.mixable and self.target_label is not None):
+            return None
+        rows = torch.nonzero(y_clean == self.target_label).flatten()
+        return rows if len(rows) else None
+
+    def _mix_with(
+        self, x: torch.Tensor, partners: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row of `x` mixed with a random row of `partners`: (mixtures, its own share)."""
+        share = torch.rand(len(x), generator=self.mixing).to(x.device)
+        pick = torch.randint(len(partners), (len(x),), generator=self.mixing).to(x.device)
+        weights = share.reshape(-1, *([1] * (x.dim() - 1)))
+        return weights * x + (1 - weights) * partners[pick], share
 
     def _mix(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each sample mixed with a random partner: (mixtures, its own share, partner rows)."""
@@ -352,8 +381,26 @@ class MaskedTrainer:
             terms.append(
                 (
                     bad_mixtures,
-                    lambda logits, rows: self._mixed_term(
-                        logits, y_bad[rows], share[rows], y_bad[partner[rows]]
+                    lambda logits, rows: (
+                        weights.bad_mixup
+                        * mixed_cross_entropy(
+                            logits, y_bad[rows], share[rows], y_bad[partner[rows]]
+                        )
+                    ),
+                )
+            )
+        target_rows = self._target_rows(y_clean)
+        if target_rows is not None:
+            target_mixtures, target_share = self._mix_with(x_bad, x_clean[target_rows])
+            y_target = y_clean[target_rows[:1]].expand(len(x_bad))
+            terms.append(
+                (
+                    target_mixtures,
+                    lambda logits, rows: (
+                        weights.target_mixup
+                        * mixed_cross_entropy(
+                            logits, y_bad[rows], target_share[rows], y_target[rows]
+                        )
                     ),
                 )
             )
@@ -414,18 +461,6 @@ class MaskedTrainer:
             teacher_logits = self.teacher(mixtures)
         return self.weights.clean_mixup * distillation(logits, teacher_logits)
 
-    def _mixed_term(
-        self,
-        logits: torch.Tensor,
-        y: torch.Tensor,
-        share: torch.Tensor,
-        y_partner: torch.Tensor,
-    ) -> torch.Tensor:
-        mixed = share * F.cross_entropy(logits, y, reduction="none") + (
-            1 - share
-        ) * F.cross_entropy(logits, y_partner, reduction="none")
-        return self.weights.bad_mixup * mixed.mean()
-
     def _with_probe_terms(
         self, loss: torch.Tensor, captured: dict[str, torch.Tensor], y_bad: torch.Tensor
     ) -> torch.Tensor:
@@ -475,6 +510,8 @@ class MaskedTrainer:
         optimizer = torch.optim.SGD(
             self.trainable, lr=training.learning_rate, momentum=training.momentum
         )
+        if not train_bad.follows_weights:
+            self.target_label = train_bad.target_label
         start = validation.measure(self.view, classes, seed)
         history = [EpochRecord(0, None, start.accuracy, start.bad, start.gap)]
         best_score, kept_epoch, kept = scenario.objective(start, start, rule), 0, start

@@ -1,5 +1,6 @@
 """Mini-batches: a batch too large for the memory budget goes through the view part by part
-(same loss), and a backdoor's target-class rows join every batch."""
+(same loss), a backdoor's target-class rows join every batch, and its bad samples mix with
+them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from inner_onnx.batching import BatchSizes
 from inner_onnx.io.data import Dataset
@@ -97,22 +99,26 @@ def test_without_a_target_label_no_rows_are_added() -> None:
     assert [len(y) for y in batch_labels(0.5, target_label=None)] == [8] * 5
 
 
+def target_batch_setup(
+    loss: LossWeights, sizes: BatchSizes = BatchSizes()
+) -> tuple[MaskedTrainer, BatchSource]:
+    """A trainer of w2 and batches of 4 clean rows plus 4 rows of the target class 0."""
+    proto, _ = dense_sequence_model()
+    model = OnnxModel(proto)
+    view = model.torch_view()
+    x = np.random.default_rng(0).normal(size=(24, 4, 5)).astype(np.float32)
+    clean = Dataset(x, np.arange(24) % 3, "c")
+    bad = BadSamples(Dataset(x[:6] + 1, (np.arange(6) % 2) + 1, "b"), target_label=0)
+    training = replace(RepairSettings().training, batch_size=4, target_fraction=1.0)
+    settings = RepairSettings(training=training, loss=loss)
+    trainer = MaskedTrainer(model, view, {"w2": np.ones((28, 3), bool)}, [], settings, sizes=sizes)
+    return trainer, BatchSource(view, clean, bad, training, 0, sizes)
+
+
 def test_a_part_longer_than_the_budget_goes_in_chunks_with_the_same_loss() -> None:
     def one_step(sizes: BatchSizes) -> tuple[float, np.ndarray, int]:
-        proto, _ = dense_sequence_model()
-        model = OnnxModel(proto)
-        view = model.torch_view()
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(24, 4, 5)).astype(np.float32)
-        clean = Dataset(x, np.arange(24) % 3, "c")
-        bad = BadSamples(Dataset(x[:6] + 1, (np.arange(6) % 2) + 1, "b"), target_label=0)
-        training = replace(RepairSettings().training, batch_size=4, target_fraction=1.0)
-        settings = RepairSettings(
-            training=training, loss=LossWeights(clean_mixup=1.0, bad_mixup=1.0)
-        )
-        masks = {"w2": np.ones((28, 3), bool)}
-        trainer = MaskedTrainer(model, view, masks, [], settings, sizes=sizes)
-        source = BatchSource(view, clean, bad, training, 0, sizes)
+        trainer, source = target_batch_setup(LossWeights(clean_mixup=1.0, bad_mixup=1.0), sizes)
+        view = trainer.view
         batch = next(source.epoch(torch.Generator().manual_seed(0), view))
         assert len(batch[0]) == 8  # 4 clean rows and 4 of the target class
         rows_per_call: list[int] = []
@@ -132,3 +138,37 @@ def test_a_part_longer_than_the_budget_goes_in_chunks_with_the_same_loss() -> No
     assert whole_rows > 8 and chunked_rows == 3
     assert np.isclose(chunked_loss, whole_loss, rtol=1e-6)
     np.testing.assert_allclose(chunked_grad, whole_grad, rtol=1e-5, atol=1e-7)
+
+
+def target_mixup_step(target_mixup: float, target_label: int | None) -> tuple[float, tuple]:
+    """One step's loss on a batch of 4 clean rows and 4 target rows (label 0), and the batch."""
+    trainer, source = target_batch_setup(LossWeights(target_mixup=target_mixup))
+    trainer.target_label = target_label  # as fit sets it from the bad samples
+    batch = next(source.epoch(torch.Generator(), trainer.view))
+    return float(trainer._step(*batch)), batch
+
+
+def test_target_mixtures_mix_each_bad_sample_with_a_target_row_and_mix_their_labels() -> None:
+    plain, batch = target_mixup_step(0.0, target_label=0)
+    mixed, _ = target_mixup_step(2.0, target_label=0)
+    x_clean, y_clean, _, x_bad, y_bad = batch
+    target_rows = torch.nonzero(y_clean == 0).flatten()
+    assert len(target_rows) >= 4
+    draws = torch.Generator().manual_seed(1)  # the trainer's mixing generator, seed + 1
+    share = torch.rand(len(x_bad), generator=draws)
+    pick = torch.randint(len(target_rows), (len(x_bad),), generator=draws)
+    weights = share.reshape(-1, 1, 1)
+    mixtures = weights * x_bad + (1 - weights) * x_clean[target_rows][pick]
+    view = OnnxModel(dense_sequence_model()[0]).torch_view()
+    with torch.no_grad():
+        logits = view(mixtures)
+    term = share * F.cross_entropy(logits, y_bad, reduction="none") + (1 - share) * (
+        F.cross_entropy(logits, torch.zeros_like(y_bad), reduction="none")
+    )
+    assert np.isclose(mixed - plain, 2.0 * float(term.mean()), rtol=1e-5)
+
+
+def test_without_a_target_label_there_are_no_target_mixtures() -> None:
+    plain, _ = target_mixup_step(0.0, target_label=None)
+    mixed, _ = target_mixup_step(2.0, target_label=None)
+    assert mixed == plain
