@@ -20,7 +20,7 @@ epochs, next to native fine-tuning of the same samples and epochs; `--method` is
 repair's (default: the CLI's).
 
     nice .venv/bin/python -m benchmarks.scale [--part epoch|rss|all] [--threads 2]
-        [--method auto|inner|...]
+        [--method auto|inner|...] [--epoch-models small_cnn,mobilenet_style,resnet18]
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def repair_seconds(
     return time.perf_counter() - started
 
 
-def epoch_cost(folder: Path, samples: int, threads: int) -> None:
+def epoch_cost(folder: Path, samples: int, threads: int, models: list[str]) -> None:
     print(f"\n(a) one epoch, {samples} clean + {samples // 4} bad samples, {threads} threads\n")
     print("| model | parameters | repair (ft) epoch | native epoch | ratio |")
     print("|---|---|---|---|---|")
@@ -233,7 +233,7 @@ def epoch_cost(folder: Path, samples: int, threads: int) -> None:
     bad_x, bad_y = images(samples // 4, seed=7)
     bad_x = triggered(bad_x)
     clean, bad = Dataset(x, y, "clean"), Dataset(bad_x, bad_y, "bad")
-    for name in MODELS:
+    for name in models:
         module, path = build(name, folder)
         params = sum(p.numel() for p in module.parameters())
         # 80% of the rows train (the validation split holds the rest).
@@ -320,6 +320,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--samples", type=int, default=1000, help="samples for (a)")
     parser.add_argument("--sizes", default="1000,5000,10000", help="N for (b), MobileNet-style")
+    parser.add_argument("--epoch-models", default=",".join(MODELS), help="models for (a)")
     parser.add_argument("--rss-models", default="mobilenet_style,resnet18", help="models for (b)")
     parser.add_argument("--folder", type=Path, help="models and data (default: a temp folder)")
     parser.add_argument("--method", default=DEFAULT_METHOD, help="repair's, for (b)")
@@ -330,7 +331,7 @@ def main() -> None:
         folder = args.folder or Path(temp)
         folder.mkdir(parents=True, exist_ok=True)
         if args.part in ("epoch", "all"):
-            epoch_cost(folder, args.samples, args.threads)
+            epoch_cost(folder, args.samples, args.threads, args.epoch_models.split(","))
         if args.part in ("rss", "all"):
             sizes = [int(n) for n in args.sizes.split(",")]
             rss(folder, args.threads, sizes, args.rss_models.split(","), args.method)

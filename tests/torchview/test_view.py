@@ -453,3 +453,21 @@ def test_batch_statistics_run_batchnorm_as_torch_train_mode_does() -> None:
     view.batch_statistics = False
     with torch.no_grad():
         assert torch.allclose(view(x), reference.eval()(x), atol=1e-4)
+
+
+def test_clip_with_fixed_bounds_trains_like_relu6_and_trainable_bounds_get_gradients() -> None:
+    from inner_onnx.torchview.ops.math import clip
+
+    x = torch.linspace(-3.0, 9.0, 25, requires_grad=True)
+    clip(x, torch.tensor(0.0), torch.tensor(6.0)).pow(2).sum().backward()
+    expected = torch.autograd.grad(torch.nn.functional.relu6(x).pow(2).sum(), x)[0]
+    torch.testing.assert_close(x.grad, expected, rtol=0, atol=0)
+    low = torch.tensor(0.0, requires_grad=True)
+    clipped = clip(x.detach(), low, torch.tensor(6.0))
+    clipped.sum().backward()
+    assert low.grad is not None and float(low.grad) > 0  # rows below the bound move with it
+    torch.testing.assert_close(clipped, torch.nn.functional.relu6(x.detach()), rtol=0, atol=0)
+    # low above high: every value becomes high, as ONNX says
+    assert torch.equal(
+        clip(x.detach(), torch.tensor(5.0), torch.tensor(2.0)), torch.full((25,), 2.0)
+    )

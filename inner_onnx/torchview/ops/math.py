@@ -168,7 +168,7 @@ def thresholded_relu(x: Tensor, *, alpha: float = 1.0) -> Tensor:
 
 @op("HardSigmoid")
 def hard_sigmoid(x: Tensor, *, alpha: float = 0.2, beta: float = 0.5) -> Tensor:
-    return torch.clamp(alpha * x + beta, 0.0, 1.0)
+    return F.hardtanh(alpha * x + beta, 0.0, 1.0)  # clamp's backward: see Clip
 
 
 @op("HardSwish")
@@ -198,13 +198,35 @@ def gelu(x: Tensor, *, approximate: str = "none") -> Tensor:
     return F.gelu(x, approximate=approximate)
 
 
+# hardtanh's fused backward takes about a fifth of the time of maximum and minimum's (ReLU6
+# after every conv was 45 % of a MobileNet training step). It needs low <= high (ONNX then
+# sets every value to high) and a float input.
+
+
 @op("Clip", since=6)
 def clip_6(x: Tensor, *, min: float = -math.inf, max: float = math.inf) -> Tensor:
+    if min <= max:
+        return F.hardtanh(x, min, max)
     return torch.clamp(x, min, max)
+
+
+def _fixed_bound(bound: Tensor | None, x: Tensor, default: float) -> float | None:
+    """A bound that does not train, as a number in `x`'s precision (None: it trains or is not
+    one number)."""
+    if bound is None:
+        return default
+    if bound.numel() != 1 or bound.requires_grad:
+        return None
+    return float(bound.to(x.dtype))
 
 
 @op("Clip", since=11)
 def clip(x: Tensor, low: Tensor | None = None, high: Tensor | None = None) -> Tensor:
+    if x.is_floating_point():
+        low_value = _fixed_bound(low, x, -math.inf)
+        high_value = _fixed_bound(high, x, math.inf)
+        if low_value is not None and high_value is not None and low_value <= high_value:
+            return F.hardtanh(x, low_value, high_value)
     if low is not None:
         x = torch.maximum(x, low.to(x.dtype))
     if high is not None:
