@@ -132,8 +132,11 @@ def find_units(graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]
             if _is_float(candidate) and int(np.prod(candidate.dims)) == neurons:
                 bias = node.input[2]
         output = node.output[0]
-        if node.op_type == "MatMul":
-            bias, output = _matmul_bias(output, neurons, consumers, initializers, outputs, bias)
+        if node.op_type == "MatMul" or (node.op_type in ("Conv", "ConvTranspose") and not bias):
+            bias_shape = (
+                [neurons] if node.op_type == "MatMul" else [neurons] + [1] * (len(dims) - 2)
+            )
+            bias, output = _bias_after(output, bias_shape, consumers, initializers, outputs, bias)
         activation, activation_op = _activation_after(output, consumers, initializers, outputs)
         parameters = int(np.prod(dims)) + (
             int(np.prod(initializers[bias].dims)) if bias is not None else 0
@@ -181,21 +184,28 @@ def _activation_after(
     return output, None
 
 
-def _matmul_bias(
+def _bias_after(
     output: str,
-    neurons: int,
+    bias_shape: list[int],
     consumers: dict[str, list[onnx.NodeProto]],
     initializers: dict[str, onnx.TensorProto],
     graph_outputs: set[str],
     bias: str | None,
 ) -> tuple[str | None, str]:
-    """A MatMul followed by Add with a [C] initializer: the Add holds the bias (Keras, tf2onnx)."""
+    """A unit without its own bias followed by an Add of one value per neuron: the Add holds
+    the bias. A MatMul's is [C] (Keras, tf2onnx); a Conv's is [C, 1, 1], leading ones
+    allowed (CNTK, the ONNX Model Zoo's mnist-8)."""
     followers = consumers.get(output, [])
     if len(followers) != 1 or followers[0].op_type != "Add" or output in graph_outputs:
         return bias, output
     add = followers[0]
     other = add.input[1] if add.input[0] == output else add.input[0]
     candidate = initializers.get(other)
-    if _is_float(candidate) and int(np.prod(candidate.dims)) == neurons:
+    if not _is_float(candidate):
+        return bias, output
+    dims = list(candidate.dims)
+    while len(dims) > len(bias_shape) and dims[0] == 1:
+        dims = dims[1:]
+    if dims == bias_shape or (len(bias_shape) == 1 and int(np.prod(dims)) == bias_shape[0]):
         return other, add.output[0]
     return bias, output

@@ -52,6 +52,40 @@ def test_matmul_add_dense_is_one_unit_with_bias() -> None:
     assert model.logits_name == "out_mm"
 
 
+def conv_then_add(bias_shape: tuple[int, ...]) -> OnnxModel:
+    """A Conv without its own bias, then an Add of an initializer (CNTK, mnist-8), a Relu."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["conv"], pads=[1, 1, 1, 1]),
+            helper.make_node("Add", ["conv", "b"], ["biased"]),
+            helper.make_node("Relu", ["biased"], ["act"]),
+            helper.make_node("Flatten", ["act"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "fc"], ["logits"]),
+        ],
+        "conv_add",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])],
+        [
+            numpy_helper.from_array(rng.normal(size=(4, 1, 3, 3)).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.normal(size=bias_shape).astype(np.float32), "b"),
+            numpy_helper.from_array(rng.normal(size=(64, 3)).astype(np.float32), "fc"),
+        ],
+    )
+    return OnnxModel(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+@pytest.mark.parametrize("bias_shape", [(4, 1, 1), (1, 4, 1, 1)])
+def test_an_add_of_one_value_per_channel_is_the_conv_bias(bias_shape: tuple[int, ...]) -> None:
+    conv = conv_then_add(bias_shape).units[0]
+    assert (conv.bias, conv.output, conv.parameters) == ("b", "biased", 4 * 9 + 4)
+
+
+def test_an_add_along_the_width_is_not_a_bias() -> None:
+    conv = conv_then_add((4,)).units[0]  # broadcast over the last axis, not the channels
+    assert (conv.bias, conv.output, conv.parameters) == (None, "conv", 4 * 9)
+
+
 def _save(tmp_path: Path, model: onnx.ModelProto) -> Path:
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
