@@ -240,6 +240,12 @@ def distillation(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Te
     )
 
 
+def mix_rows(x: torch.Tensor, partners: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
+    """Row i: `share[i]` of `x[i]` and the rest of `partners[i]`."""
+    weights = share.reshape(-1, *([1] * (x.dim() - 1)))
+    return weights * x + (1 - weights) * partners
+
+
 def mixed_cross_entropy(
     logits: torch.Tensor, y: torch.Tensor, share: torch.Tensor, y_partner: torch.Tensor
 ) -> torch.Tensor:
@@ -331,16 +337,14 @@ class MaskedTrainer:
         """Each row of `x` mixed with a random row of `partners`: (mixtures, its own share)."""
         share = torch.rand(len(x), generator=self.mixing).to(x.device)
         pick = torch.randint(len(partners), (len(x),), generator=self.mixing).to(x.device)
-        weights = share.reshape(-1, *([1] * (x.dim() - 1)))
-        return weights * x + (1 - weights) * partners[pick], share
+        return mix_rows(x, partners[pick], share), share
 
     def _mix(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each sample mixed with a random partner: (mixtures, its own share, partner rows)."""
         # Drawn on the CPU generator whatever the device: the same draws on every device.
         share = torch.rand(len(x), generator=self.mixing).to(x.device)
         partner = torch.randperm(len(x), generator=self.mixing).to(x.device)
-        weights = share.reshape(-1, *([1] * (x.dim() - 1)))
-        return weights * x + (1 - weights) * x[partner], share, partner
+        return mix_rows(x, x[partner], share), share, partner
 
     def _step(
         self,
@@ -392,7 +396,7 @@ class MaskedTrainer:
         target_rows = self._target_rows(y_clean)
         if target_rows is not None:
             target_mixtures, target_share = self._mix_with(x_bad, x_clean[target_rows])
-            y_target = y_clean[target_rows[:1]].expand(len(x_bad))
+            y_target = torch.full_like(y_bad, self.target_label)
             terms.append(
                 (
                     target_mixtures,

@@ -225,8 +225,8 @@ def clip(x: Tensor, low: Tensor | None = None, high: Tensor | None = None) -> Te
     if x.is_floating_point():
         low_value = _fixed_bound(low, x, -math.inf)
         high_value = _fixed_bound(high, x, math.inf)
-        if low_value is not None and high_value is not None and low_value <= high_value:
-            return F.hardtanh(x, low_value, high_value)
+        if low_value is not None and high_value is not None:
+            return clip_6(x, min=low_value, max=high_value)
     if low is not None:
         x = torch.maximum(x, low.to(x.dtype))
     if high is not None:
