@@ -9,7 +9,11 @@ gate mark its route and each such neuron gets a vote.
 Only the unit's own little subgraph (the unit node, its bias Add, its
 activation) is re-run under the gates: the unit's input does not depend on
 them, so it is computed once, and `torch.func.vmap` runs every sample with its
-own gated weight in one batched call.
+own gated weight in one batched call. Neuron gates on a unit whose output is
+linear in its weight (Conv, ConvTranspose, Gemm, a MatMul by a matrix) skip the
+per-sample weights: gating a neuron's weight slice by r scales that neuron's
+share of the unit's output by r, so the output is the ungated one plus
+(r - 1) times the weight's share, one ordinary batch.
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ from inner_onnx.io.units import Unit, data_input, weight_input
 from inner_onnx.localize.faults import FaultNeuron
 from inner_onnx.localize.probes import Probe
 from inner_onnx.torchview import TorchView
+from inner_onnx.torchview.inputs import TensorInputs
 
 GRANULARITIES = ("neuron", "weight")
 _FLOAT = onnx.TensorProto.FLOAT
 _DATA_TYPES = {"Gather": onnx.TensorProto.INT64}
+# The output axis of a neuron, for the units whose output is linear in their weight.
+_OUTPUT_NEURON_AXIS = {"Conv": 1, "ConvTranspose": 1, "Gemm": -1, "MatMul": -1}
 
 
 FAULT_RULES = ("top", "union", "majority")
@@ -180,6 +187,12 @@ class UnitRouter:
         sub, self.input_name = unit_subgraph(model, unit)
         self.view = TorchView(sub).eval().requires_grad_(False).to(device)
         self.weight = self.view.parameter(unit.weight).detach()
+        self.scales_output = (
+            settings.granularity == "neuron"
+            and unit.op in _OUTPUT_NEURON_AXIS
+            and (unit.op not in ("Gemm", "MatMul") or self.weight.dim() == 2)
+            and (unit.op != "MatMul" or unit.neuron_axis == 1)
+        )
 
     def _gated_weight(self, gates: torch.Tensor) -> torch.Tensor:
         if self.settings.granularity == "weight":
@@ -205,6 +218,32 @@ class UnitRouter:
         features = torch.func.vmap(one_sample, in_dims=(0, 0, mask_axis))(weights, inputs, masks)
         return self.probe.torch_logits(features)
 
+    def _weight_share(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The part of the unit's output that its weight contributes (the output without
+        the bias the op itself adds), per sample."""
+        output = self.unit.output
+        _, full = self.view(inputs, capture=[output])
+        zero = {self.unit.weight: torch.zeros_like(self.weight)}
+        _, bias_only = self.view(inputs, capture=[output], overrides=zero)
+        return full[output] - bias_only[output]
+
+    def _output_scaled_logits(
+        self,
+        gates: torch.Tensor,
+        inputs: torch.Tensor,
+        share: torch.Tensor,
+        masks: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The probe's logits with each sample's neuron gates scaling its neurons' shares of
+        the unit's output: what gating their weight slices gives, without a weight per
+        sample."""
+        shape = [len(gates)] + [1] * (share.dim() - 1)
+        shape[_OUTPUT_NEURON_AXIS[self.unit.op]] = self.unit.neurons
+        offset = (gates.reshape(shape) - 1) * share
+        batch = TensorInputs({self.input_name: inputs, self.unit.output: offset})
+        activation = self.view(batch)
+        return self.probe.torch_logits(self.probe.torch_features(activation, self.unit, masks))
+
     def gate_elements(self) -> int:
         """Gates per sample."""
         return self.weight.numel() if self.settings.granularity == "weight" else self.unit.neurons
@@ -229,6 +268,8 @@ class UnitRouter:
         return total
 
     def _chunk_votes(self, unit_inputs: torch.Tensor, masks: torch.Tensor | None) -> np.ndarray:
+        if self.scales_output:
+            return self._output_scaled_votes(unit_inputs, masks)
         count = len(unit_inputs)
         like = {"device": self.weight.device}
         if self.settings.granularity == "weight":
@@ -283,6 +324,31 @@ class UnitRouter:
             ).clamp_min(1)
             above_mean = (flat > mean) & reads
         return above_mean.sum(dim=0).reshape(gates.shape[1:]).cpu().numpy().astype(np.int64)
+
+    def _output_scaled_votes(
+        self, unit_inputs: torch.Tensor, masks: torch.Tensor | None
+    ) -> np.ndarray:
+        """Neuron votes as `_chunk_votes` counts them, the gates scaling the unit's output."""
+        gates = torch.ones((len(unit_inputs), self.unit.neurons), device=self.weight.device)
+        with torch.no_grad():
+            share = self._weight_share(unit_inputs)
+            targets = self._output_scaled_logits(gates, unit_inputs, share, masks).argmax(dim=1)
+        slice_norm = self._slice_l1_norm()
+        for _ in range(self.settings.steps):
+            gates.requires_grad_(True)
+            loss = torch.nn.functional.cross_entropy(
+                self._output_scaled_logits(gates, unit_inputs, share, masks),
+                targets,
+                reduction="sum",
+            )
+            (gradient,) = torch.autograd.grad(loss, gates)
+            with torch.no_grad():
+                gates = gates.detach()
+                step = self.settings.step_size * (gradient / slice_norm)
+                step = step + self.settings.l1 * torch.sign(gates)
+                gates = (gates - step).clamp_(0.0, 1.0)
+        above_mean = gates > gates.mean(dim=1, keepdim=True)
+        return above_mean.sum(dim=0).cpu().numpy().astype(np.int64)
 
     def _slice_l1_norm(self) -> torch.Tensor:
         axes = [d for d in range(self.weight.dim()) if d != self.unit.neuron_axis]

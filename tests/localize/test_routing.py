@@ -8,7 +8,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from inner_onnx.io.model import OnnxModel
-from inner_onnx.localize.routing import unit_subgraph
+from inner_onnx.localize.probes import LinearProbe
+from inner_onnx.localize.routing import RoutingSettings, UnitRouter, unit_subgraph
 from inner_onnx.torchview import TorchView
 
 
@@ -93,3 +94,63 @@ def test_weight_aliases_feeding_the_unit_go_into_the_subgraph() -> None:
         _, captured = model.torch_view()(torch.randn(5, 4), capture=["act", unit.activation])
         got = TorchView(sub)(captured["act"])
     torch.testing.assert_close(got, captured[unit.activation])
+
+
+def linear_units_model() -> onnx.ModelProto:
+    """Conv (with its bias), Gemm (transB, with C) and MatMul + Add: the three units whose
+    output is linear in their weight, each before a ReLU."""
+    rng = np.random.default_rng(1)
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["conv"], ["conv_act"]),
+            helper.make_node("Flatten", ["conv_act"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "g", "c"], ["gemm"], name="gemm", transB=1),
+            helper.make_node("Relu", ["gemm"], ["gemm_act"]),
+            helper.make_node("MatMul", ["gemm_act", "m"], ["matmul"], name="matmul"),
+            helper.make_node("Add", ["matmul", "m_bias"], ["logits"]),
+        ],
+        "linear_units",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])],
+        [
+            weight("w", 6, 1, 3, 3),
+            weight("b", 6),
+            weight("g", 8, 96),
+            weight("c", 8),
+            weight("m", 8, 3),
+            weight("m_bias", 3),
+        ],
+    )
+    return _opset17_model(graph)
+
+
+def test_output_scaled_neuron_votes_equal_the_gated_weight_votes() -> None:
+    """Scaling each neuron's share of the output by its gate routes as gating its weight
+    slice does: same votes on Conv, Gemm and MatMul units; weight gates keep the vmap path."""
+    model = OnnxModel(linear_units_model())
+    x = torch.randn(24, 1, 4, 4)
+    labels = np.arange(24) % 3
+    view = model.torch_view()
+    settings = RoutingSettings(granularity="neuron", steps=15, step_size=0.5, l1=0.02)
+    for name in ("conv", "gemm", "matmul"):
+        unit = model.unit(name)
+        with torch.no_grad():
+            _, captured = view(x, capture=[unit.activation])
+        probe = LinearProbe(3)
+        activation = captured[unit.activation]
+        probe.fit(probe.torch_features(activation, unit).numpy(), labels)
+        fast = UnitRouter(model, unit, probe, settings)
+        slow = UnitRouter(model, unit, probe, settings)
+        slow.scales_output = False
+        _, inputs = view(x, capture=[fast.input_name])
+        votes = fast.votes(inputs[fast.input_name], chunk=10)
+        assert fast.scales_output
+        assert 0 < votes.sum() < 24 * unit.neurons  # the gates moved: some votes, not all
+        np.testing.assert_array_equal(votes, slow.votes(inputs[slow.input_name], chunk=10))
+    weights = UnitRouter(model, unit, probe, RoutingSettings(granularity="weight"))
+    assert not weights.scales_output
