@@ -15,8 +15,6 @@ times each; the table gives the medians, their ratio and whether the votes are t
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.machine import end_line, start_line
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.localize.probes import LinearProbe
 from inner_onnx.localize.routing import RoutingSettings, UnitRouter, routing_chunk
@@ -80,9 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
-        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__}, {args.threads} torch threads, load average "
-        f"{os.getloadavg()[0]:.1f} at start; {args.samples} samples, medians of {args.repeats}",
+        start_line(args.threads) + f"; {args.samples} samples, medians of {args.repeats}",
         flush=True,
     )
     print(
@@ -92,7 +89,7 @@ def main() -> None:
     for folder in args.folders:
         for row in unit_rows(folder, args.samples, args.repeats):
             print(row, flush=True)
-    print(f"# load average {os.getloadavg()[0]:.1f} at end")
+    print(end_line())
 
 
 if __name__ == "__main__":

@@ -18,14 +18,13 @@ nothing the scan computes depends on it.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.machine import end_line, start_line
 from inner_onnx.io.fileio import write_json_atomic
 from inner_onnx.io.model import OnnxModel
 from inner_onnx.scan import ScanResult, scan
@@ -55,12 +54,7 @@ def main() -> None:
     parser.add_argument("--triggers", type=Path, help="write each model's reversed triggers here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(
-        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__}, {args.threads} torch threads, load average "
-        f"{os.getloadavg()[0]:.1f} at start",
-        flush=True,
-    )
+    print(start_line(args.threads), flush=True)
     print(
         "| model | true target | flagged (L1) | index of target (L1) | flagged (log L1) "
         "| index of target (log L1) | target L1 | median L1 | wall s | CPU s |"
@@ -99,7 +93,7 @@ def main() -> None:
             write_json_atomic(args.json, records)
         if args.triggers:
             write_triggers(args.triggers / folder.name, result)
-    print(f"# load average {os.getloadavg()[0]:.1f} at end")
+    print(end_line())
 
 
 if __name__ == "__main__":

@@ -244,6 +244,19 @@ class UnitRouter:
         activation = self.view(batch)
         return self.probe.torch_logits(self.probe.torch_features(activation, self.unit, masks))
 
+    def _gated_logits(
+        self, inputs: torch.Tensor, masks: torch.Tensor | None
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The probe's logits as a function of the samples' gates: through the unit's output
+        when the gates can scale it, else through a gated weight per sample."""
+        if self.scales_output:
+            with torch.no_grad():
+                share = self._weight_share(inputs)
+            return lambda gates: self._output_scaled_logits(gates, inputs, share, masks)
+        return lambda gates: self._probe_logits(
+            torch.func.vmap(self._gated_weight)(gates), inputs, masks
+        )
+
     def gate_elements(self) -> int:
         """Gates per sample."""
         return self.weight.numel() if self.settings.granularity == "weight" else self.unit.neurons
@@ -268,17 +281,15 @@ class UnitRouter:
         return total
 
     def _chunk_votes(self, unit_inputs: torch.Tensor, masks: torch.Tensor | None) -> np.ndarray:
-        if self.scales_output:
-            return self._output_scaled_votes(unit_inputs, masks)
         count = len(unit_inputs)
         like = {"device": self.weight.device}
         if self.settings.granularity == "weight":
             gates = torch.ones((count, *self.weight.shape), **like)
         else:
             gates = torch.ones((count, self.unit.neurons), **like)
+        logits_of = self._gated_logits(unit_inputs, masks)
         with torch.no_grad():
-            initial = torch.func.vmap(self._gated_weight)(gates)
-            targets = self._probe_logits(initial, unit_inputs, masks).argmax(dim=1)
+            targets = logits_of(gates).argmax(dim=1)
         # The neuron gate's gradient sums over its weight slice: dividing by the slice's L1 norm
         # gives a weighted mean of per-weight gradients, so both granularities step alike.
         slice_norm = self._slice_l1_norm()
@@ -301,13 +312,7 @@ class UnitRouter:
                     read |= gradient != 0
             else:
                 gates.requires_grad_(True)
-                loss = torch.nn.functional.cross_entropy(
-                    self._probe_logits(
-                        torch.func.vmap(self._gated_weight)(gates), unit_inputs, masks
-                    ),
-                    targets,
-                    reduction="sum",
-                )
+                loss = torch.nn.functional.cross_entropy(logits_of(gates), targets, reduction="sum")
                 (gradient,) = torch.autograd.grad(loss, gates)
                 gradient = gradient / slice_norm
                 gates = gates.detach()
@@ -324,31 +329,6 @@ class UnitRouter:
             ).clamp_min(1)
             above_mean = (flat > mean) & reads
         return above_mean.sum(dim=0).reshape(gates.shape[1:]).cpu().numpy().astype(np.int64)
-
-    def _output_scaled_votes(
-        self, unit_inputs: torch.Tensor, masks: torch.Tensor | None
-    ) -> np.ndarray:
-        """Neuron votes as `_chunk_votes` counts them, the gates scaling the unit's output."""
-        gates = torch.ones((len(unit_inputs), self.unit.neurons), device=self.weight.device)
-        with torch.no_grad():
-            share = self._weight_share(unit_inputs)
-            targets = self._output_scaled_logits(gates, unit_inputs, share, masks).argmax(dim=1)
-        slice_norm = self._slice_l1_norm()
-        for _ in range(self.settings.steps):
-            gates.requires_grad_(True)
-            loss = torch.nn.functional.cross_entropy(
-                self._output_scaled_logits(gates, unit_inputs, share, masks),
-                targets,
-                reduction="sum",
-            )
-            (gradient,) = torch.autograd.grad(loss, gates)
-            with torch.no_grad():
-                gates = gates.detach()
-                step = self.settings.step_size * (gradient / slice_norm)
-                step = step + self.settings.l1 * torch.sign(gates)
-                gates = (gates - step).clamp_(0.0, 1.0)
-        above_mean = gates > gates.mean(dim=1, keepdim=True)
-        return above_mean.sum(dim=0).cpu().numpy().astype(np.int64)
 
     def _slice_l1_norm(self) -> torch.Tensor:
         axes = [d for d in range(self.weight.dim()) if d != self.unit.neuron_axis]
